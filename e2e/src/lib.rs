@@ -1,1 +1,74 @@
+//! raftcron-e2e: real `raftcron-node` processes on loopback, killed with
+//! SIGKILL and restarted, driven through `raftcronctl` and the client
+//! library, with an HTTP ledger target that records every execution.
+//!
+//! ```text
+//!  test ──spawn──► raftcron-node run ×N (own data dirs, ports on 127.0.0.1)
+//!    │                 │ fires HTTP actions
+//!    │                 ▼
+//!    ├──spawn──► raftcron-node target ──► ledger.jsonl (one line per request)
+//!    └──► raftcronctl / raftcron_node::client ──► assertions
+//! ```
+//!
+//! The binaries come from the workspace's target directory: the test script
+//! builds them first (`cargo build --bins`), or set `RAFTCRON_BIN_DIR`.
 
+pub mod cluster;
+pub mod ledger;
+
+pub use cluster::{Cluster, ClusterOptions, NodeProcess};
+pub use ledger::{Ledger, LedgerRecord};
+
+use std::path::PathBuf;
+
+/// Directory holding `raftcron-node` and `raftcronctl`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RAFTCRON_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found; build it first with `cargo build -p raftcron-node --bins` (or set RAFTCRON_BIN_DIR)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; tests use it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(timeout: std::time::Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

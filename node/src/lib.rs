@@ -1,1 +1,37 @@
+//! raftcron-node: a replicated scheduler node.
+//!
+//! ```text
+//!   raftcronctl / operator ──gRPC──► api (Scheduler) ──propose──► raft (openraft) ──► store
+//!                                                                   │   ▲ peers: raft::network / raft::service
+//!                                                                   ▼
+//!                          scheduler (leader: claim → start → record) ◄── sm (pure state machine)
+//!                                   │
+//!                                   └──► executors (http, exec, job)
+//! ```
 
+pub mod api;
+pub mod client;
+pub mod cli;
+pub mod clock;
+pub mod exec;
+pub mod http;
+pub mod identity;
+pub mod membership;
+pub mod metrics;
+pub mod node;
+pub mod raft;
+pub mod scheduler;
+pub mod sm;
+pub mod store;
+pub mod target;
+pub mod tls;
+
+/// Generated protobuf code.
+pub mod pb {
+    pub mod raft {
+        tonic::include_proto!("raftcron.raft.v1");
+    }
+    pub mod scheduler {
+        tonic::include_proto!("raftcron.scheduler.v1");
+    }
+}

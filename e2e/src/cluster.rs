@@ -1,0 +1,236 @@
+//! A cluster of `raftcron-node run` processes on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use raftcron_node::client::Client;
+use raftcron_node::pb::scheduler::StatusReply;
+
+use crate::{bin, free_port, wait_for};
+
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub nodes: u64,
+    /// Extra flags for every node (e.g. timeouts).
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self { nodes: 3, extra_args: Vec::new() }
+    }
+}
+
+/// One node process and everything needed to restart it.
+pub struct NodeProcess {
+    pub id: u64,
+    pub grpc: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    peers: String,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    fn command(&self, bootstrap: bool) -> Command {
+        let mut c = Command::new(bin("raftcron-node"));
+        c.arg("run")
+            .args(["--id", &self.id.to_string()])
+            .args(["--listen", &self.grpc])
+            .args(["--http", &self.http])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--peers", &self.peers])
+            .args(&self.extra_args);
+        if bootstrap {
+            c.arg("--bootstrap");
+        }
+        c.env("RAFTCRON_LOG", std::env::var("RAFTCRON_LOG").unwrap_or_else(|_| "info,openraft=warn".into()));
+        c
+    }
+
+    /// Starts the process (appending to its log file).
+    pub fn start(&mut self, bootstrap: bool) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let mut cmd = self.command(bootstrap);
+        cmd.stdout(Stdio::from(log.try_clone().expect("log fd"))).stderr(Stdio::from(log));
+        self.child = Some(cmd.spawn().expect("spawn raftcron-node"));
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Removes the data dir (the node must be stopped).
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none());
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
+    /// Runs the node in the foreground until it exits or `timeout` passes,
+    /// and returns its output (for start-up refusal tests).
+    pub fn run_to_exit(&self, bootstrap: bool, timeout: Duration) -> Output {
+        let mut cmd = self.command(bootstrap);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn");
+        wait_with_timeout(child, timeout)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    /// Creates the nodes' settings without starting them.
+    pub fn new(opts: ClusterOptions) -> Self {
+        let dir = tempfile::Builder::new().prefix("raftcron-e2e-").tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16)> = (0..opts.nodes).map(|_| (free_port(), free_port())).collect();
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (g, h))| {
+                let id = i as u64 + 1;
+                NodeProcess {
+                    id,
+                    grpc: format!("127.0.0.1:{g}"),
+                    http: format!("127.0.0.1:{h}"),
+                    data_dir: dir.path().join(format!("node-{id}")),
+                    log: dir.path().join(format!("node-{id}.log")),
+                    peers: peers.clone(),
+                    extra_args: opts.extra_args.clone(),
+                    child: None,
+                }
+            })
+            .collect();
+        Self { dir, nodes }
+    }
+
+    /// Starts every node (node 1 bootstraps) and waits for a leader.
+    pub async fn start(opts: ClusterOptions) -> Self {
+        let mut c = Self::new(opts);
+        for n in &mut c.nodes {
+            let bootstrap = n.id == 1;
+            n.start(bootstrap);
+        }
+        c.wait_leader(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
+        c
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.grpc.clone()).collect()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.endpoints(), None).with_deadline(Duration::from_secs(20))
+    }
+
+    /// The status of one node, if it answers.
+    pub async fn status(&self, id: u64) -> Option<StatusReply> {
+        let addr = &self.nodes[(id - 1) as usize].grpc;
+        Client::new(vec![addr.clone()], None).status_of(addr).await.ok()
+    }
+
+    /// The leader a running node reports, if that leader itself agrees.
+    pub async fn leader(&self) -> Option<u64> {
+        for n in &self.nodes {
+            if let Some(s) = self.status(n.id).await
+                && let Some(l) = s.leader
+                && let Some(ls) = self.status(l).await
+                && ls.leader == Some(l)
+                && ls.state == "Leader"
+            {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    pub async fn wait_leader(&self, timeout: Duration) -> Option<u64> {
+        wait_for(timeout, || self.leader()).await
+    }
+
+    /// Waits for a leader other than `old`.
+    pub async fn wait_new_leader(&self, old: u64, timeout: Duration) -> Option<u64> {
+        wait_for(timeout, || async { self.leader().await.filter(|l| *l != old) }).await
+    }
+
+    /// Runs `raftcronctl --endpoint <all> ARGS…`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("raftcronctl"))
+            .args(["--endpoint", &self.endpoints().join(",")])
+            .args(args)
+            .output()
+            .expect("run raftcronctl")
+    }
+
+    /// Like [`Self::ctl`], asserting success and parsing `-o json` output.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.ctl(&a);
+        assert!(out.status.success(), "raftcronctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes.iter().map(|n| format!("--- node {} ---\n{}", n.id, n.log_tail(40))).collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}

@@ -1,0 +1,166 @@
+//! Three `raftcron-node run` processes on loopback: replication, kill -9 of
+//! leaders and followers, restarts, and writes that must survive.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use raftcron_e2e::{Cluster, ClusterOptions, wait_for};
+use raftcron_node::pb::scheduler::UpsertRequest;
+
+/// `n` ScheduledJobs in one multi-document YAML file. They fire once a year,
+/// so this test measures replication, not firing.
+fn jobs_yaml(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: raftcron.dev/v1alpha1\nkind: ScheduledJob\nmetadata:\n  name: job-{i:04}\n  namespace: ns-{}\nspec:\n  schedule: \"0 0 1 1 *\"\n  action:\n    http:\n      url: http://127.0.0.1:9/job/{i}\n",
+                i % 7
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn listed(c: &Cluster) -> usize {
+    c.ctl_json(&["list"]).as_array().expect("array").len()
+}
+
+async fn applied(c: &Cluster, id: u64) -> Option<u64> {
+    c.status(id).await.and_then(|s| s.applied_index)
+}
+
+async fn commit_of_leader(c: &Cluster) -> u64 {
+    let l = c.wait_leader(Duration::from_secs(10)).await.expect("leader");
+    c.status(l).await.and_then(|s| s.commit_index).expect("commit index")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_keeps_every_schedule_through_leader_and_follower_kills() {
+    let mut c = Cluster::start(ClusterOptions::default()).await;
+    let file = c.path().join("jobs.yaml");
+    std::fs::write(&file, jobs_yaml(1000)).unwrap();
+    let out = c.ctl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "apply: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
+    assert_eq!(listed(&c), 1000);
+
+    // kill -9 the leader: a new one within 2 s (default timeouts), nothing lost.
+    let old = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    c.node(old).kill9();
+    let t = Instant::now();
+    let new = c.wait_new_leader(old, Duration::from_secs(10)).await.unwrap_or_else(|| panic!("no new leader\n{}", c.logs()));
+    let gap = t.elapsed();
+    println!("leader {old} killed; node {new} leads after {gap:?}");
+    assert!(gap < Duration::from_secs(2), "new leader after {gap:?}");
+    assert_eq!(listed(&c), 1000);
+    let out = c.ctl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "re-apply with a node down");
+
+    // The killed node comes back and catches up.
+    c.node(old).start(false);
+    let target = commit_of_leader(&c).await;
+    let caught = wait_for(Duration::from_secs(15), || async { applied(&c, old).await.filter(|a| *a >= target) }).await;
+    assert!(caught.is_some(), "node {old} did not catch up to {target}\n{}", c.logs());
+
+    // The same with a follower.
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    c.node(follower).kill9();
+    let more = c.path().join("more.yaml");
+    std::fs::write(&more, jobs_yaml(1010)).unwrap();
+    assert!(c.ctl(&["apply", "-f", more.to_str().unwrap()]).status.success());
+    assert_eq!(c.wait_leader(Duration::from_secs(2)).await, Some(leader), "killing a follower must not move leadership");
+    c.node(follower).start(false);
+    let target = commit_of_leader(&c).await;
+    let caught = wait_for(Duration::from_secs(15), || async { applied(&c, follower).await.filter(|a| *a >= target) }).await;
+    assert!(caught.is_some(), "follower {follower} did not catch up\n{}", c.logs());
+    assert_eq!(listed(&c), 1010);
+}
+
+fn upsert(name: &str) -> UpsertRequest {
+    UpsertRequest {
+        namespace: "durability".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        generation: 1,
+        spec_json: r#"{"schedule":"0 0 1 1 *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_survives_killing_all_nodes_at_once() {
+    let mut c = Cluster::start(ClusterOptions::default()).await;
+    let client = c.client();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let writer = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("w-{i:06}");
+                match client.upsert_batch(vec![upsert(&name)]).await {
+                    Ok(_) => {
+                        acked.lock().unwrap().insert(name);
+                    }
+                    Err(_) => return i,
+                }
+            }
+            unreachable!()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in 1..=3 {
+        c.node(id).kill9();
+    }
+    let attempted = writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "only {} writes before the kill", acked.len());
+    for id in 1..=3 {
+        c.node(id).start(false);
+    }
+    c.wait_leader(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("no leader after restart\n{}", c.logs()));
+    let listed: BTreeSet<String> = c.ctl_json(&["list", "-n", "durability"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<_> = acked.difference(&listed).collect();
+    println!("{} writes acknowledged of {attempted} attempted; {} listed after restart", acked.len(), listed.len());
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rejoins_as_a_new_member_and_no_second_cluster_is_bootstrapped() {
+    let mut c = Cluster::start(ClusterOptions::default()).await;
+    let file = c.path().join("jobs.yaml");
+    std::fs::write(&file, jobs_yaml(20)).unwrap();
+    assert!(c.ctl(&["apply", "-f", file.to_str().unwrap()]).status.success());
+    let before = c.status(1).await.unwrap();
+    let cluster_id = before.cluster_id.clone();
+    assert!(!cluster_id.is_empty());
+
+    // Wipe every node in turn, the bootstrap node last, restarting each as it
+    // was started (node 1 with --bootstrap): each must rejoin under a new uid.
+    for id in [2, 3, 1] {
+        let old_uid = c.status(id).await.unwrap().uid;
+        c.node(id).kill9();
+        c.wait_leader(Duration::from_secs(10)).await.expect("a leader among the others");
+        c.node(id).wipe();
+        c.node(id).start(id == 1);
+        let rejoined = wait_for(Duration::from_secs(20), || async {
+            let s = c.status(id).await?;
+            let member = s.members.iter().find(|m| m.id == id)?;
+            (member.uid == s.uid && s.uid != old_uid && member.voter && s.applied_index >= before.applied_index).then_some(s)
+        })
+        .await
+        .unwrap_or_else(|| panic!("node {id} did not rejoin\n{}", c.logs()));
+        assert_eq!(rejoined.cluster_id, cluster_id, "node {id} joined another cluster");
+        assert_eq!(rejoined.schedules, 20);
+        let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+        let ls = c.status(leader).await.unwrap();
+        assert_eq!(ls.members.len(), 3, "{:?}", ls.members);
+        assert!(ls.members.iter().all(|m| m.voter));
+    }
+    for id in 1..=3 {
+        assert_eq!(c.status(id).await.unwrap().cluster_id, cluster_id);
+    }
+}

@@ -1,0 +1,286 @@
+//! `raftcronctl`: the command-line client of the scheduler API.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::client::Client;
+use crate::pb::scheduler as pb;
+use raftcron_crds::names::rfc3339_ms;
+
+#[derive(Parser, Debug)]
+#[command(name = "raftcronctl", version, about = "Control a raftcron scheduler cluster")]
+pub struct CtlCli {
+    /// gRPC address of any node (HOST:PORT); several, comma separated, are tried in turn.
+    #[arg(long, env = "RAFTCRON_ENDPOINT", value_delimiter = ',', default_value = "127.0.0.1:7001", global = true)]
+    pub endpoint: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    pub output: Output,
+    /// PEM CA certificate to verify the nodes (enables TLS).
+    #[arg(long, env = "RAFTCRON_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    #[arg(long, env = "RAFTCRON_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM key for --tls-cert.
+    #[arg(long, env = "RAFTCRON_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The state of the node asked (not forwarded).
+    Status,
+    /// Schedules, all namespaces unless -n is given.
+    List {
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Runs of one schedule, newest first.
+    Runs { target: String },
+    /// Fire a schedule now, outside its schedule.
+    Trigger { target: String },
+    /// Stop new runs of a schedule.
+    Suspend { target: String },
+    /// Resume a suspended schedule (instants that passed meanwhile are not caught up).
+    Resume { target: String },
+    /// Create or update schedules from a multi-document ScheduledJob YAML file or a directory of them.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Delete a schedule.
+    Delete { target: String },
+    /// Cluster members.
+    Members,
+    /// Add or remove a member.
+    Member {
+        #[command(subcommand)]
+        action: MemberAction,
+    },
+    /// Move leadership to another voter.
+    TransferLeader {
+        /// Target node id; default: the most up-to-date other voter.
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberAction {
+    /// Add node ID at ADDR (its uid is asked from it) and promote it to voter.
+    Add {
+        id: u64,
+        addr: String,
+        /// Keep it a learner (no vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove node ID from the membership.
+    Remove { id: u64 },
+}
+
+/// Splits `NAMESPACE/NAME`; a bare `NAME` is in `default`.
+pub fn parse_target(s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok((ns.into(), name.into())),
+        None if !s.is_empty() => Ok(("default".into(), s.into())),
+        _ => bail!("{s:?}: expected NAMESPACE/NAME"),
+    }
+}
+
+/// The uid raftcronctl and local mode give a ScheduledJob that has none
+/// (outside Kubernetes): stable per namespace/name, so re-applying updates.
+pub fn derived_uid(namespace: &str, name: &str) -> String {
+    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6c0f_6d2a_5b1e_4f58_9a3c_2d7e_8b41_c905);
+    uuid::Uuid::new_v5(&NS, format!("{namespace}/{name}").as_bytes()).to_string()
+}
+
+/// The upsert request for a parsed ScheduledJob.
+pub fn upsert_request(job: &raftcron_crds::ScheduledJob) -> pb::UpsertRequest {
+    let namespace = job.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = job.metadata.name.clone().unwrap_or_default();
+    pb::UpsertRequest {
+        uid: job.metadata.uid.clone().unwrap_or_else(|| derived_uid(&namespace, &name)),
+        generation: job.metadata.generation.unwrap_or(0),
+        spec_json: serde_json::to_string(&job.spec).expect("spec serializes"),
+        namespace,
+        name,
+    }
+}
+
+fn ts(ms: Option<i64>) -> String {
+    ms.map(rfc3339_ms).unwrap_or_else(|| "-".into())
+}
+
+fn print_json(v: serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+}
+
+pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
+    let tls = crate::tls::client_config(cli.tls_ca.as_deref(), cli.tls_cert.as_deref(), cli.tls_key.as_deref())?;
+    let client = Client::new(cli.endpoint.clone(), tls);
+    let json_out = cli.output == Output::Json;
+    match cli.command {
+        Command::Status => {
+            let s = client.status_of(&cli.endpoint[0]).await?;
+            if json_out {
+                print_json(json!({
+                    "id": s.id, "leader": s.leader, "term": s.term,
+                    "members": s.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+                    "voters": s.members.iter().filter(|m| m.voter).map(|m| m.id).collect::<Vec<_>>(),
+                    "commit_index": s.commit_index, "applied_index": s.applied_index,
+                    "state": s.state, "uid": s.uid, "cluster_id": s.cluster_id, "schedules": s.schedules,
+                    "last_log_index": s.last_log_index, "snapshot_index": s.snapshot_index,
+                }));
+            } else {
+                println!("node:      {} ({})", s.id, s.state);
+                println!("leader:    {}", s.leader.map_or("none".into(), |l| l.to_string()));
+                println!("term:      {}", s.term);
+                println!("committed: {}", s.commit_index.map_or("-".into(), |i| i.to_string()));
+                println!("applied:   {}", s.applied_index.map_or("-".into(), |i| i.to_string()));
+                println!("schedules: {}", s.schedules);
+                println!("cluster:   {}", if s.cluster_id.is_empty() { "-" } else { &s.cluster_id });
+                for m in &s.members {
+                    println!("member:    {} {} {}", m.id, m.addr, if m.voter { "voter" } else { "learner" });
+                }
+            }
+        }
+        Command::List { namespace } => {
+            let list = client.list(namespace.as_deref().unwrap_or("")).await?;
+            if json_out {
+                print_json(serde_json::Value::Array(
+                    list.schedules
+                        .iter()
+                        .map(|s| {
+                            json!({"namespace": s.namespace, "name": s.name, "schedule": s.schedule,
+                                   "time_zone": s.time_zone, "suspend": s.suspend,
+                                   "next_fire": s.next_fire_ms.map(rfc3339_ms),
+                                   "last_schedule": s.last_schedule_ms.map(rfc3339_ms), "uid": s.uid})
+                        })
+                        .collect(),
+                ));
+            } else {
+                println!("{:<20} {:<32} {:<20} {:<8} {:<26}", "NAMESPACE", "NAME", "SCHEDULE", "SUSPEND", "NEXT FIRE");
+                for s in &list.schedules {
+                    println!("{:<20} {:<32} {:<20} {:<8} {:<26}", s.namespace, s.name, s.schedule, s.suspend, ts(s.next_fire_ms));
+                }
+            }
+        }
+        Command::Runs { target } => {
+            let (ns, name) = parse_target(&target)?;
+            let runs = client.runs(&ns, &name).await?;
+            if json_out {
+                print_json(serde_json::Value::Array(
+                    runs.runs
+                        .iter()
+                        .map(|r| {
+                            json!({"run_id": r.run_id, "scheduled_time": rfc3339_ms(r.scheduled_ms),
+                                   "start_time": r.start_ms.map(rfc3339_ms), "end_time": r.end_ms.map(rfc3339_ms),
+                                   "node": r.node, "attempt": r.attempt, "result": r.result,
+                                   "lateness_ms": r.lateness_ms, "message": r.message, "kind": r.kind})
+                        })
+                        .collect(),
+                ));
+            } else {
+                println!("{:<26} {:<13} {:>7} {:>5} {:>9}  {}", "SCHEDULED", "RESULT", "ATTEMPT", "NODE", "LATENESS", "RUN ID");
+                for r in &runs.runs {
+                    let late = r.lateness_ms.map_or("-".into(), |l| format!("{l}ms"));
+                    println!("{:<26} {:<13} {:>7} {:>5} {:>9}  {}", rfc3339_ms(r.scheduled_ms), r.result, r.attempt, r.node, late, r.run_id);
+                }
+            }
+        }
+        Command::Trigger { target } => {
+            let (ns, name) = parse_target(&target)?;
+            let r = client.trigger(&ns, &name).await?;
+            if json_out {
+                print_json(json!({"run_id": r.run_id, "scheduled_time": rfc3339_ms(r.scheduled_ms)}));
+            } else {
+                println!("triggered {ns}/{name}: run {}", r.run_id);
+            }
+        }
+        Command::Suspend { ref target } | Command::Resume { ref target } => {
+            let suspend = matches!(cli.command, Command::Suspend { .. });
+            let (ns, name) = parse_target(target)?;
+            let r = client.set_suspend(&ns, &name, suspend).await?;
+            let verb = if suspend { "suspended" } else { "resumed" };
+            println!("{ns}/{name} {}", if r.changed { verb.to_string() } else { format!("already {verb}") });
+        }
+        Command::Apply { file } => {
+            let jobs = raftcron_crds::yaml::load_path(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if jobs.is_empty() {
+                bail!("{}: no ScheduledJob documents", file.display());
+            }
+            let items: Vec<_> = jobs.iter().map(|(_, j)| upsert_request(j)).collect();
+            let mut total = 0;
+            for chunk in items.chunks(1000) {
+                let reply = client.upsert_batch(chunk.to_vec()).await.context("apply")?;
+                for (req, r) in chunk.iter().zip(reply.replies) {
+                    let outcome = match pb::UpsertOutcome::try_from(r.outcome).unwrap_or(pb::UpsertOutcome::Unspecified) {
+                        pb::UpsertOutcome::Created => "created",
+                        pb::UpsertOutcome::Updated => "configured",
+                        pb::UpsertOutcome::Unchanged => "unchanged",
+                        pb::UpsertOutcome::Stale => "stale (a newer generation is stored)",
+                        pb::UpsertOutcome::Unspecified => "?",
+                    };
+                    if !json_out {
+                        println!("scheduledjob {}/{} {outcome}", req.namespace, req.name);
+                    }
+                    total += 1;
+                }
+            }
+            if json_out {
+                print_json(json!({"applied": total}));
+            }
+        }
+        Command::Delete { target } => {
+            let (ns, name) = parse_target(&target)?;
+            let r = client.delete(&ns, &name, "").await?;
+            if !r.existed {
+                bail!("no schedule {ns}/{name}");
+            }
+            println!("scheduledjob {ns}/{name} deleted");
+        }
+        Command::Members => {
+            let s = client.status_of(&cli.endpoint[0]).await?;
+            print_members(&s.members, json_out);
+        }
+        Command::Member { action } => {
+            let reply = match action {
+                MemberAction::Add { id, addr, learner } => {
+                    client.add_member(pb::AddMemberRequest { id, addr, uid: String::new(), voter: !learner }).await?
+                }
+                MemberAction::Remove { id } => client.remove_member(id).await?,
+            };
+            print_members(&reply.members, json_out);
+        }
+        Command::TransferLeader { to } => {
+            let r = client.transfer_leader(to).await?;
+            println!("leader: {}", r.leader.map_or("unknown".into(), |l| l.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn print_members(members: &[pb::Member], json_out: bool) {
+    if json_out {
+        print_json(serde_json::Value::Array(
+            members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "uid": m.uid, "voter": m.voter})).collect(),
+        ));
+    } else {
+        for m in members {
+            println!("{:<4} {:<24} {:<8} {}", m.id, m.addr, if m.voter { "voter" } else { "learner" }, m.uid);
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `raftcron-node local`: a whole cluster in this process, on loopback, from
+//! ScheduledJob YAML files, printing each run as it finishes.
+//!
+//! ```text
+//!  PATH… ──load + validate──► UpsertBatch ──► node 1..N (real gRPC on 127.0.0.1, own data dirs)
+//!                                                  │
+//!  stdout ◄── run printer (watches node 1's replica of the state) ◄──┘
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::LogFormat;
+use crate::client::Client;
+use crate::node::{Node, NodeConfig};
+use crate::raft::RaftTiming;
+use crate::scheduler::SchedulerArgs;
+use crate::sm::runs::{Phase, RunRecord};
+use crate::store::StateMachineStore;
+use raftcron_crds::names::rfc3339_ms;
+
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// Number of nodes.
+    #[arg(long, env = "RAFTCRON_NODES", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub nodes: u64,
+    /// Keep the cluster's data here (node-1, node-2, …) so it survives a
+    /// restart; default: a temporary directory removed on exit.
+    #[arg(long, env = "RAFTCRON_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Node i listens for gRPC on 127.0.0.1:(BASE+i) and HTTP on 127.0.0.1:(BASE+100+i).
+    #[arg(long, env = "RAFTCRON_BASE_PORT", default_value_t = 7100)]
+    pub base_port: u16,
+    /// Where to serve the example HTTP target the deploy/examples call.
+    #[arg(long, env = "RAFTCRON_TARGET", default_value = "127.0.0.1:7180")]
+    pub target: String,
+    /// Do not serve the example target.
+    #[arg(long)]
+    pub no_target: bool,
+    #[command(flatten)]
+    pub scheduler: SchedulerArgs,
+    /// Log format.
+    #[arg(long, env = "RAFTCRON_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+    /// ScheduledJob YAML files or directories.
+    pub paths: Vec<PathBuf>,
+}
+
+pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    let LocalArgs { nodes, data_dir, base_port, target, no_target, scheduler, log_format, paths } = args;
+    super::init_logging(log_format);
+    if std::env::var_os("RAFTCRON_LOG").is_none() {
+        // The run lines on stdout are the point of local mode; keep logs to warnings.
+        tracing::info!("set RAFTCRON_LOG=info for node logs");
+    }
+    let mut jobs = Vec::new();
+    let mut seen = BTreeMap::new();
+    for p in &paths {
+        for (file, job) in raftcron_crds::yaml::load_path(p).map_err(|e| anyhow::anyhow!("{e}"))? {
+            let req = super::ctl::upsert_request(&job);
+            let key = format!("{}/{}", req.namespace, req.name);
+            if let Some(prev) = seen.insert(key.clone(), file.clone()) {
+                bail!("{key} is defined in both {} and {}", prev.display(), file.display());
+            }
+            jobs.push(req);
+        }
+    }
+    let temp = match &data_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("raftcron-local-").tempdir()?),
+    };
+    let root = data_dir.clone().unwrap_or_else(|| temp.as_ref().expect("temp dir").path().to_path_buf());
+    let scheduler = scheduler.into_config()?;
+    let (target_stop, target_rx) = tokio::sync::oneshot::channel::<()>();
+    let target_task = if no_target {
+        None
+    } else {
+        let listener = super::run::bind(&target, "the example target; pass --no-target to go without").await?;
+        println!("example target on http://{}", listener.local_addr()?);
+        Some(tokio::spawn(crate::target::serve(listener, None, async move {
+            let _ = target_rx.await;
+        })))
+    };
+
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=nodes {
+        let port = |off: u64| if base_port == 0 { 0 } else { base_port as u64 + off };
+        let grpc = super::run::bind(&format!("127.0.0.1:{}", port(id)), "gRPC").await?;
+        let http = super::run::bind(&format!("127.0.0.1:{}", port(100 + id)), "HTTP").await?;
+        peers.insert(id, grpc.local_addr()?.to_string());
+        listeners.push((id, grpc, http));
+    }
+    let mut running = Vec::new();
+    for (id, grpc, http) in listeners {
+        let config = NodeConfig {
+            id,
+            advertise: peers[&id].clone(),
+            data_dir: root.join(format!("node-{id}")),
+            peers: peers.clone(),
+            bootstrap: id == 1,
+            timing: RaftTiming::default(),
+            tls: None,
+            scheduler: scheduler.clone(),
+        };
+        running.push(Node::start(config, grpc, http).await.with_context(|| format!("starting node {id}"))?);
+    }
+    for n in &running {
+        println!("node {} gRPC {} HTTP http://{}", n.ctx.identity.id, n.grpc_addr, n.http_addr);
+    }
+    let client = Client::new(peers.values().cloned().collect(), None).with_deadline(Duration::from_secs(30));
+    if !jobs.is_empty() {
+        let reply = client.upsert_batch(jobs.clone()).await.context("loading the ScheduledJobs")?;
+        println!("loaded {} ScheduledJob(s) from {}", reply.replies.len(), paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    println!("raftcronctl --endpoint {} list   # in another terminal; Ctrl-C stops the cluster", peers[&1]);
+    let printer = tokio::spawn(print_runs(running[0].ctx.sm.clone()));
+    super::shutdown_signal().await;
+    printer.abort();
+    println!("stopping");
+    for n in running {
+        n.shutdown().await;
+    }
+    let _ = target_stop.send(());
+    if let Some(t) = target_task {
+        let _ = t.await;
+    }
+    drop(temp);
+    Ok(())
+}
+
+/// Prints every run once it has a result, from one node's replica.
+async fn print_runs(sm: StateMachineStore) {
+    let feed = sm.feed().subscribe();
+    let mut printed: HashSet<(String, u32, &'static str)> = HashSet::new();
+    let started = crate::clock::now_ms();
+    loop {
+        feed.changed().await;
+        let dirty = feed.take();
+        let mut lines = Vec::new();
+        {
+            let d = sm.read();
+            let schedules: Vec<_> = if dirty.all {
+                d.state.schedules().collect()
+            } else {
+                dirty.uids.iter().filter_map(|u| d.state.get_by_uid(u)).collect()
+            };
+            for s in schedules {
+                for r in s.active.iter().chain(s.history.iter()) {
+                    if r.instant < started && r.end.is_some_and(|e| e < started) {
+                        continue; // from a previous session of a persistent data dir
+                    }
+                    if let Some(line) = run_line(&format!("{}/{}", s.namespace, s.name), r)
+                        && printed.insert((r.run_id.clone(), r.attempt, r.phase.as_str()))
+                    {
+                        lines.push((r.end.unwrap_or(r.instant), line));
+                    }
+                }
+            }
+        }
+        lines.sort();
+        for (_, l) in lines {
+            println!("{l}");
+        }
+        if printed.len() > 1_000_000 {
+            // Bounded memory for long sessions; a run finishing again is not possible,
+            // so forgetting old entries only risks nothing.
+            printed.clear();
+        }
+    }
+}
+
+/// A line for a finished run, or a retry about to happen.
+fn run_line(job: &str, r: &RunRecord) -> Option<String> {
+    let late = r.lateness_ms().map_or("-".to_string(), |l| format!("{l}ms"));
+    let node = if r.node == 0 { "-".to_string() } else { r.node.to_string() };
+    match r.phase {
+        Phase::Done(result) => Some(format!(
+            "{}  {:<36} {:<10} late {:>6}  attempt {} node {}{}",
+            rfc3339_ms(r.instant),
+            job,
+            result.as_str(),
+            late,
+            r.attempt,
+            node,
+            r.message.as_deref().filter(|m| !m.is_empty()).map(|m| format!("  ({m})")).unwrap_or_default()
+        )),
+        Phase::RetryPending { at } => Some(format!(
+            "{}  {:<36} {:<10} late {:>6}  attempt {} node {}  (retry at {})",
+            rfc3339_ms(r.instant),
+            job,
+            "Retrying",
+            late,
+            r.attempt,
+            node,
+            rfc3339_ms(at)
+        )),
+        _ => None,
+    }
+}

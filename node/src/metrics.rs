@@ -1,0 +1,133 @@
+//! Prometheus metrics of a node, one registry per node (several nodes share a
+//! process in `raftcron-node local` and in tests). Names follow
+//! `raftcron_node_<what>_<unit>`; labels are bounded, never object names.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::raft::types::RaftMetrics;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub term: IntGauge,
+    pub is_leader: IntGauge,
+    pub commit_index: IntGauge,
+    pub applied_index: IntGauge,
+    pub last_log_index: IntGauge,
+    pub schedules: IntGauge,
+    pub grpc_requests: IntCounterVec,
+    pub grpc_latency: HistogramVec,
+    /// Instant → action start, seconds.
+    pub fire_lateness: Histogram,
+    pub runs: IntCounterVec,
+    pub active_runs: IntGauge,
+    pub retries: prometheus::IntCounter,
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    pub fn new(node_id: u64) -> Self {
+        let registry = Registry::new_custom(None, Some([("node".to_string(), node_id.to_string())].into()))
+            .expect("valid registry");
+        let r = &registry;
+        let grpc_requests = IntCounterVec::new(
+            Opts::new("raftcron_node_grpc_requests_total", "gRPC requests served, by method and status code"),
+            &["method", "code"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(grpc_requests.clone())).expect("unique metric");
+        let grpc_latency = HistogramVec::new(
+            HistogramOpts::new("raftcron_node_grpc_request_duration_seconds", "gRPC request latency, by method")
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+            &["method"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(grpc_latency.clone())).expect("unique metric");
+        let fire_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "raftcron_node_fire_lateness_seconds",
+                "Time from a fire's scheduled instant to the start of its first attempt",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        r.register(Box::new(fire_lateness.clone())).expect("unique metric");
+        let runs = IntCounterVec::new(
+            Opts::new("raftcron_node_runs_total", "Runs finished on this node while leader, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(runs.clone())).expect("unique metric");
+        let retries = prometheus::IntCounter::new("raftcron_node_retries_total", "Attempts started as retries")
+            .expect("valid metric");
+        r.register(Box::new(retries.clone())).expect("unique metric");
+        Self {
+            term: gauge(r, "raftcron_node_raft_term", "Current Raft term"),
+            is_leader: gauge(r, "raftcron_node_raft_is_leader", "1 when this node is the leader"),
+            commit_index: gauge(r, "raftcron_node_raft_commit_index", "Highest committed log index"),
+            applied_index: gauge(r, "raftcron_node_raft_applied_index", "Highest applied log index"),
+            last_log_index: gauge(r, "raftcron_node_raft_last_log_index", "Last log index stored"),
+            schedules: gauge(r, "raftcron_node_schedules", "Schedules in the replicated state"),
+            active_runs: gauge(r, "raftcron_node_active_runs", "Attempts executing on this node"),
+            grpc_requests,
+            grpc_latency,
+            fire_lateness,
+            runs,
+            retries,
+            registry,
+        }
+    }
+
+    /// Updates the Raft gauges from openraft's metrics.
+    pub fn observe_raft(&self, m: &RaftMetrics) {
+        self.term.set(m.current_term as i64);
+        self.is_leader.set(i64::from(m.current_leader == Some(m.id)));
+        self.commit_index.set(m.local_committed.as_ref().map_or(0, |l| l.index as i64));
+        self.applied_index.set(m.last_applied.as_ref().map_or(0, |l| l.index as i64));
+        self.last_log_index.set(m.last_log_index.map_or(0, |i| i as i64));
+    }
+
+    /// Records one gRPC request.
+    pub fn observe_grpc(&self, method: &'static str, started: Instant, code: tonic::Code) {
+        self.grpc_requests.with_label_values(&[method, code_name(code)]).inc();
+        self.grpc_latency.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,107 @@
+//! Raft: openraft's types (all in `types`), the gRPC transport (`network`
+//! for the client side, `service` for the server side) and its wire codec.
+
+pub mod network;
+pub mod service;
+pub mod types;
+pub mod wire;
+
+use std::time::Duration;
+
+/// Raft timing, from the node's flags.
+#[derive(Clone, Debug)]
+pub struct RaftTiming {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// Entries applied between snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(500),
+            election_max: Duration::from_millis(800),
+            snapshot_every: 20_000,
+        }
+    }
+}
+
+impl RaftTiming {
+    /// The openraft configuration, validated.
+    pub fn config(&self) -> Result<openraft::Config, openraft::ConfigError> {
+        openraft::Config {
+            cluster_name: "raftcron".to_string(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election_min.as_millis() as u64,
+            election_timeout_max: self.election_max.as_millis() as u64,
+            // A partitioned or restarted node asks first whether it could win,
+            // so it cannot bump the term and depose a healthy leader.
+            enable_pre_vote: Some(true),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 1000,
+            ..Default::default()
+        }
+        .validate()
+    }
+}
+
+use crate::sm::{Command, Response};
+use types::{ClientWriteError, Member, NodeId, Raft, RaftError};
+
+/// Why a proposal was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; the leader is named when known.
+    #[error("not the leader{}", leader_hint(.leader))]
+    NotLeader { leader: Option<(NodeId, Option<Member>)> },
+    /// The entry was appended but leadership changed before it committed; it
+    /// may or may not have been applied. Every command is idempotent, so a
+    /// retry is safe.
+    #[error("leadership changed before the write was confirmed; retry{}", leader_hint(.leader))]
+    Discarded { leader: Option<(NodeId, Option<Member>)> },
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    #[error("the Raft node has stopped: {0}")]
+    Stopped(String),
+}
+
+fn leader_hint(leader: &Option<(NodeId, Option<Member>)>) -> String {
+    match leader {
+        Some((id, Some(m))) => format!("; the leader is node {id} at {}", m.addr),
+        Some((id, None)) => format!("; the leader is node {id}"),
+        None => "; no leader is known yet".to_string(),
+    }
+}
+
+/// Proposes a command and waits until it is committed and applied here.
+pub async fn propose(raft: &Raft, cmd: Command) -> Result<Response, ProposeError> {
+    match raft.client_write(cmd).await {
+        Ok(r) => Ok(r.data),
+        Err(e) => Err(write_error(e)),
+    }
+}
+
+pub fn write_error(e: RaftError<ClientWriteError>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ProposeError::NotLeader { leader: f.leader_id.map(|id| (id, f.leader_node)) }
+        }
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+            ProposeError::Discarded { leader: f.leader_id.map(|id| (id, f.leader_node)) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ProposeError::Membership(c.to_string()),
+        RaftError::APIError(ClientWriteError::PreconditionFailed(p)) => ProposeError::Membership(p.to_string()),
+        RaftError::Fatal(f) => ProposeError::Stopped(f.to_string()),
+    }
+}
+
+/// A copy of openraft's current metrics.
+pub fn metrics(raft: &Raft) -> types::RaftMetrics {
+    use openraft::type_config::async_runtime::watch::WatchReceiver;
+    raft.metrics().borrow_watched().clone()
+}

@@ -1,0 +1,219 @@
+//! The Raft transport, client side: openraft's network traits over tonic.
+//!
+//! ```text
+//!  openraft replication / election ──► PeerClient (one per target) ──► shared Channel per peer
+//!        ▲                                    │ RPCOption::soft_ttl as the gRPC deadline
+//!        └── Unreachable → openraft backs off ┘ Status → RPCError (see `rpc_error`)
+//! ```
+//!
+//! One long-lived HTTP/2 channel per peer address is shared by all clients
+//! openraft creates for that peer (replication, heartbeat, snapshot).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, ReplicationClosed, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::{AnyError, OptionalSend, RPCTypes};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+use crate::identity::Identity;
+use crate::pb::raft::raft_service_client::RaftServiceClient;
+use crate::pb::raft::{Envelope, SnapshotChunk};
+use crate::raft::types::*;
+use crate::raft::wire;
+
+/// Bytes of snapshot data per streamed chunk.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Creates endpoints with the node's TLS settings and timeouts.
+#[derive(Clone)]
+pub struct Dialer {
+    tls: Option<ClientTlsConfig>,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    pub fn new(tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
+        Self { tls, connect_timeout }
+    }
+
+    /// A lazily connecting channel to `addr` (`host:port`).
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            ep = ep.tls_config(tls.clone())?;
+        }
+        Ok(ep.connect_lazy())
+    }
+}
+
+/// openraft's network factory; cheap to clone.
+#[derive(Clone)]
+pub struct Network {
+    identity: Arc<Identity>,
+    dialer: Dialer,
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+}
+
+impl Network {
+    pub fn new(identity: Arc<Identity>, dialer: Dialer) -> Self {
+        Self { identity, dialer, channels: Arc::default() }
+    }
+
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().expect("channel map lock");
+        if let Some(c) = channels.get(&(target, addr.to_string())) {
+            return Ok(c.clone());
+        }
+        // A member's address may change (pod rescheduled); drop the stale channel.
+        channels.retain(|(id, _), _| *id != target);
+        let c = self.dialer.channel(addr)?;
+        channels.insert((target, addr.to_string()), c.clone());
+        Ok(c)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        let client = self.channel(target, &node.addr).map(RaftServiceClient::new).map_err(|e| e.to_string());
+        PeerClient { from: self.identity.clone(), target, member: node.clone(), client }
+    }
+}
+
+/// Sends Raft RPCs to one member.
+pub struct PeerClient {
+    from: Arc<Identity>,
+    target: NodeId,
+    member: Member,
+    /// Err when the member's address does not parse; every RPC then fails
+    /// as Unreachable and openraft backs off.
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+impl PeerClient {
+    fn envelope(&self, payload: Vec<u8>) -> Envelope {
+        Envelope {
+            target_id: self.target,
+            target_uid: self.member.uid.clone(),
+            cluster_id: self.from.cluster_id().unwrap_or_default(),
+            payload,
+        }
+    }
+
+    fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError> {
+        self.client.clone().map_err(|e| {
+            RPCError::Unreachable(Unreachable::new(&AnyError::error(format!(
+                "bad address {:?} for node {}: {e}",
+                self.member.addr, self.target
+            ))))
+        })
+    }
+
+    fn rpc_error(&self, action: RPCTypes, timeout: Duration, status: Status) -> RPCError {
+        match status.code() {
+            Code::DeadlineExceeded | Code::Cancelled => {
+                RPCError::Timeout(Timeout { action, id: self.from.id, target: self.target, timeout })
+            }
+            // Connection refused or reset, or the peer is another incarnation
+            // or another cluster: back off instead of hammering it.
+            Code::Unavailable | Code::FailedPrecondition | Code::Unknown => {
+                RPCError::Unreachable(Unreachable::new(&AnyError::error(describe(self.target, &status))))
+            }
+            _ => RPCError::Network(NetworkError::new(&AnyError::error(describe(self.target, &status)))),
+        }
+    }
+
+    /// Sends one unary RPC and decodes `Result<Resp, RaftError>`.
+    async fn unary<Req, Resp, F, Fut>(&self, action: RPCTypes, req: &Req, option: &RPCOption, call: F) -> Result<Resp, RPCError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<Envelope>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<crate::pb::raft::Reply>, Status>>,
+    {
+        let payload = wire::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let timeout = option.soft_ttl();
+        let mut request = tonic::Request::new(self.envelope(payload));
+        request.set_timeout(timeout);
+        let reply = call(self.client()?, request).await.map_err(|s| self.rpc_error(action, timeout, s))?;
+        let result: Result<Resp, RaftError> =
+            wire::decode(&reply.into_inner().payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // The remote Raft is shutting down or hit a fatal storage error: treat
+        // it like an unreachable node.
+        result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+fn describe(target: NodeId, status: &Status) -> String {
+    format!("node {target}: {:?}: {}", status.code(), status.message())
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(&mut self, rpc: AppendEntriesRequest, option: RPCOption) -> Result<AppendEntriesResponse, RPCError> {
+        self.unary(RPCTypes::AppendEntries, &rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
+        self.unary(RPCTypes::Vote, &rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    /// Implemented, not defaulted: the trait's default grants every pre-vote,
+    /// which would silently disable pre-vote.
+    async fn pre_vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
+        self.unary(RPCTypes::Vote, &rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse, RPCError> {
+        self.unary(RPCTypes::TransferLeader, &req, &option, |mut c, r| async move { c.transfer_leader(r).await })
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError> {
+        let header = wire::encode(&(&vote, &snapshot.meta)).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut chunks = vec![SnapshotChunk { envelope: Some(self.envelope(header)), data: Vec::new() }];
+        chunks.extend(snapshot.snapshot.chunks(SNAPSHOT_CHUNK).map(|d| SnapshotChunk { envelope: None, data: d.to_vec() }));
+        let mut client = self.client().map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        // The whole transfer shares one deadline, scaled for its size.
+        let timeout = option.soft_ttl() + Duration::from_millis(50 * chunks.len() as u64);
+        let mut request = tonic::Request::new(futures::stream::iter(chunks));
+        request.set_timeout(timeout);
+        let send = client.install_snapshot(request);
+        let reply = tokio::select! {
+            r = send => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let reply = reply.map_err(|s| match self.rpc_error(RPCTypes::InstallSnapshot, timeout, s) {
+            RPCError::Timeout(t) => StreamingError::Timeout(t),
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+        })?;
+        let result: Result<SnapshotResponse, RaftError> = wire::decode(&reply.into_inner().payload)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+    }
+}

@@ -1,0 +1,129 @@
+//! The Raft transport, server side: decodes envelopes, refuses requests meant
+//! for another incarnation or another cluster, and hands the rest to openraft.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::identity::Identity;
+use crate::pb::raft::raft_service_server::RaftService;
+use crate::pb::raft::{Envelope, NodeInfoReply, NodeInfoRequest, Reply, SnapshotChunk};
+use crate::raft::types::*;
+use crate::raft::wire;
+use crate::store::LogStore;
+
+/// Largest snapshot accepted from a peer; beyond it the stream is refused
+/// rather than buffered without bound.
+const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+
+pub struct RaftGrpc {
+    raft: Raft,
+    identity: Arc<Identity>,
+    log: LogStore,
+}
+
+impl RaftGrpc {
+    pub fn new(raft: Raft, identity: Arc<Identity>, log: LogStore) -> Self {
+        Self { raft, identity, log }
+    }
+
+    /// A request for another node id, another incarnation of this id (this
+    /// node's data dir was wiped since the sender learned of it) or another
+    /// cluster is refused with FAILED_PRECONDITION, which the sender treats
+    /// as unreachable.
+    fn check(&self, env: &Envelope) -> Result<(), Status> {
+        let me = &self.identity;
+        if env.target_id != me.id {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not node {}; check the member addresses",
+                me.id, env.target_id
+            )));
+        }
+        if !env.target_uid.is_empty() && env.target_uid != me.uid {
+            return Err(Status::failed_precondition(format!(
+                "node {} is a new incarnation (uid {}, expected {}): its data dir was replaced; it must rejoin as a new member",
+                me.id,
+                short_uid(&me.uid),
+                short_uid(&env.target_uid)
+            )));
+        }
+        if let (Some(mine), false) = (me.cluster_id(), env.cluster_id.is_empty())
+            && mine != env.cluster_id
+        {
+            return Err(Status::failed_precondition(format!(
+                "node {} belongs to cluster {mine}, the request comes from cluster {}",
+                me.id, env.cluster_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, env: &Envelope) -> Result<T, Status> {
+        self.check(env)?;
+        wire::decode(&env.payload).map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))
+    }
+}
+
+fn reply<T: serde::Serialize, E: serde::Serialize>(r: Result<T, E>) -> Result<Response<Reply>, Status> {
+    let payload = wire::encode(&r).map_err(|e| Status::internal(format!("encoding a Raft reply: {e}")))?;
+    Ok(Response::new(Reply { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn vote(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc: VoteRequest = self.decode(req.get_ref())?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc: VoteRequest = self.decode(req.get_ref())?;
+        reply(self.raft.pre_vote(rpc).await)
+    }
+
+    async fn append_entries(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc: AppendEntriesRequest = self.decode(req.get_ref())?;
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    async fn transfer_leader(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc: TransferLeaderRequest = self.decode(req.get_ref())?;
+        reply(self.raft.handle_transfer_leader(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Reply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let env = first.envelope.ok_or_else(|| Status::invalid_argument("first snapshot chunk has no envelope"))?;
+        let (vote, meta): (Vote, SnapshotMeta) = self.decode(&env)?;
+        let mut data = first.data;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted("snapshot larger than 4 GiB"));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        // Decode before handing it to openraft, which panics on an
+        // inconsistent snapshot; a malformed one is refused here instead.
+        crate::store::StateMachineStore::decode(&data)
+            .map_err(|e| Status::invalid_argument(format!("malformed snapshot: {e}")))?;
+        let snapshot = Snapshot { meta, snapshot: data };
+        reply(self.raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::<openraft::errors::Infallible>::Fatal))
+    }
+
+    async fn node_info(&self, _req: Request<NodeInfoRequest>) -> Result<Response<NodeInfoReply>, Status> {
+        let me = &self.identity;
+        Ok(Response::new(NodeInfoReply {
+            id: me.id,
+            uid: me.uid.clone(),
+            cluster_id: me.cluster_id().unwrap_or_default(),
+            initialized: self.log.is_initialized(),
+            addr: me.addr.clone(),
+        }))
+    }
+}

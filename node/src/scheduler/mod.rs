@@ -1,0 +1,127 @@
+//! The fire loop: on the leader, claim upcoming fires in one batched entry,
+//! start each at its instant after checking the lease, record starts and
+//! results; on a new leader, settle what the previous one left behind.
+//!
+//! ```text
+//!  leadership watch ──► LeaderTerm (one per term)
+//!                          ├─ takeover: Lost / written-off attempts (plan::takeover)
+//!                          ├─ claim tick: plan::claims ──► Command::Claim (one entry)
+//!                          ├─ start queue: at instant, lease check, plan::at_start ──► executors
+//!                          └─ recorder: RunEvents batched ──► Command::Record (ordered, pipelined)
+//! ```
+
+mod leader;
+pub mod plan;
+mod recorder;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::watch;
+
+use crate::exec::policy::{HttpPolicy, default_deny, loopback, parse_cidrs};
+use crate::exec::{ExecSettings, Executors};
+use crate::node::NodeCtx;
+
+/// Scheduler flags shared by `run` and `local`.
+#[derive(Args, Debug, Clone)]
+pub struct SchedulerArgs {
+    /// Allow `exec` actions (they run as the node's own user, in its container).
+    #[arg(long, env = "RAFTCRON_ENABLE_EXEC")]
+    pub enable_exec: bool,
+    /// Addresses HTTP actions may not call, as comma-separated CIDRs.
+    /// Default: link-local and cloud-metadata ranges.
+    #[arg(long, env = "RAFTCRON_HTTP_DENY")]
+    pub http_deny: Option<String>,
+    /// Also refuse loopback targets (127.0.0.0/8, ::1); the Helm chart sets it.
+    #[arg(long, env = "RAFTCRON_HTTP_DENY_LOOPBACK")]
+    pub http_deny_loopback: bool,
+    /// How far ahead of their instant fires are claimed.
+    #[arg(long, env = "RAFTCRON_LOOKAHEAD", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub lookahead: Duration,
+    /// A fire more late than this when first claimed counts as missed during
+    /// downtime and follows missedRunPolicy; a less late one runs late.
+    #[arg(long, env = "RAFTCRON_CATCH_UP_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub catch_up_window: Duration,
+    /// Largest clock difference assumed between nodes; widens the window in
+    /// which a new leader treats fires as possibly started by the old one.
+    #[arg(long, env = "RAFTCRON_MAX_CLOCK_SKEW", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Duration,
+}
+
+impl SchedulerArgs {
+    pub fn into_config(self) -> anyhow::Result<SchedulerConfig> {
+        let SchedulerArgs { enable_exec, http_deny, http_deny_loopback, lookahead, catch_up_window, max_clock_skew } = self;
+        let mut deny = match http_deny {
+            Some(s) => parse_cidrs(&s).map_err(|e| anyhow::anyhow!("--http-deny: {e}"))?,
+            None => default_deny(),
+        };
+        if http_deny_loopback {
+            deny.extend(loopback());
+        }
+        if lookahead < Duration::from_millis(100) {
+            anyhow::bail!("--lookahead must be at least 100ms");
+        }
+        Ok(SchedulerConfig {
+            exec: ExecSettings { exec_enabled: enable_exec, http_policy: HttpPolicy { deny } },
+            plan: plan::PlanSettings {
+                lookahead_ms: lookahead.as_millis() as i64,
+                catch_up_ms: catch_up_window.as_millis() as i64,
+                max_instants: 10_000,
+            },
+            max_clock_skew_ms: max_clock_skew.as_millis() as i64,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub exec: ExecSettings,
+    pub plan: plan::PlanSettings,
+    pub max_clock_skew_ms: i64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            exec: ExecSettings { exec_enabled: false, http_policy: HttpPolicy { deny: default_deny() } },
+            plan: plan::PlanSettings::default(),
+            max_clock_skew_ms: 50,
+        }
+    }
+}
+
+/// Runs the fire loop for every term in which this node leads.
+pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
+    use openraft::type_config::async_runtime::watch::WatchReceiver;
+    let executors = Arc::new(Executors::new(ctx.config.scheduler.exec.clone(), None));
+    let mut metrics = ctx.raft.metrics();
+    loop {
+        let m = metrics.borrow_and_update().clone();
+        if m.current_leader == Some(m.id) && m.state == openraft::ServerState::Leader {
+            let term = m.current_term;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(leader::LeaderTerm::new(ctx.clone(), term, executors.clone(), cancel.clone()).run());
+            // Until this term ends.
+            loop {
+                tokio::select! {
+                    r = metrics.changed() => if r.is_err() { cancel.cancel(); let _ = task.await; return },
+                    _ = stop.wait_for(|s| *s) => { cancel.cancel(); let _ = task.await; return },
+                }
+                let m = metrics.borrow_and_update().clone();
+                if m.current_term != term || m.current_leader != Some(m.id) {
+                    break;
+                }
+            }
+            tracing::info!(term, "leadership ended; stopping the fire loop");
+            cancel.cancel();
+            let _ = task.await;
+            continue;
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

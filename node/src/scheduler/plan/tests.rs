@@ -1,0 +1,167 @@
+//! Planning decisions with time passed in.
+
+use raftcron_crds::schedule::Schedule;
+use raftcron_crds::{ConcurrencyPolicy, MissedRunPolicy, ScheduledJobSpec};
+
+use super::*;
+use crate::sm::runs::{Phase, RunKind, RunRecord};
+use crate::sm::{Command, Disposition, Response, State, UpsertSchedule};
+
+const T0: Millis = 1_800_000_000_000; // a whole second
+
+fn record(schedule: &str, f: impl FnOnce(&mut ScheduledJobSpec)) -> (ScheduleRecord, Schedule) {
+    let mut spec: ScheduledJobSpec = serde_json::from_value(serde_json::json!({
+        "schedule": schedule,
+        "action": {"http": {"url": "http://127.0.0.1:9/ok"}}
+    }))
+    .unwrap();
+    f(&mut spec);
+    let mut st = State::default();
+    let cmd = Command::Upsert {
+        items: vec![UpsertSchedule { namespace: "d".into(), name: "j".into(), uid: "u".into(), generation: 1, spec }],
+        now: T0,
+    };
+    assert!(matches!(st.apply(&cmd), Response::Upsert(_)));
+    let s = st.get_by_uid("u").unwrap().clone();
+    let parsed = Schedule::parse(&s.spec.schedule, s.spec.time_zone.as_deref()).unwrap();
+    (s, parsed)
+}
+
+fn settings() -> PlanSettings {
+    PlanSettings { lookahead_ms: 1000, catch_up_ms: 10_000, max_instants: 100_000 }
+}
+
+fn summary(c: &[FireClaim]) -> Vec<(i64, Disposition)> {
+    c.iter().map(|f| ((f.instant - T0) / 1000, f.disposition)).collect()
+}
+
+#[test]
+fn fires_within_the_look_ahead_are_claimed_to_run() {
+    let (s, p) = record("* * * * * *", |_| {});
+    let c = claims(&s, &p, T0 + 200, &settings());
+    assert_eq!(summary(&c), vec![(1, Disposition::Run)]);
+    let c = claims(&s, &p, T0 + 2_000, &settings());
+    assert_eq!(summary(&c), vec![(1, Disposition::Run), (2, Disposition::Run), (3, Disposition::Run)]);
+}
+
+#[test]
+fn a_suspended_schedule_claims_nothing() {
+    let (s, p) = record("* * * * * *", |s| s.suspend = true);
+    assert!(claims(&s, &p, T0 + 5_000, &settings()).is_empty());
+    assert_eq!(next_claimable(&s, &p), None);
+}
+
+#[test]
+fn slightly_late_fires_run_late_rather_than_being_missed() {
+    // A failover gap of a few seconds: every instant still runs, whatever the policy.
+    for policy in [MissedRunPolicy::Skip, MissedRunPolicy::RunOnce, MissedRunPolicy::RunAll] {
+        let (s, p) = record("* * * * * *", |s| s.missed_run_policy = policy);
+        let c = claims(&s, &p, T0 + 3_000, &settings());
+        assert_eq!(c.len(), 4, "{policy:?}");
+        assert!(c.iter().all(|f| f.disposition == Disposition::Run), "{policy:?}");
+    }
+}
+
+#[test]
+fn after_downtime_run_once_runs_only_the_latest_missed_instant() {
+    let (s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunOnce);
+    // 60 s down: instants 1..=49 are more than 10 s late, 50..=61 are within the catch-up window.
+    let c = claims(&s, &p, T0 + 60_000, &settings());
+    let sum = summary(&c);
+    assert_eq!(sum[0], (48, Disposition::Missed { count: 48 }));
+    assert_eq!(sum[1], (49, Disposition::Run));
+    assert!(sum[2..].iter().all(|(_, d)| *d == Disposition::Run));
+    assert_eq!(sum.last().unwrap().0, 61);
+}
+
+#[test]
+fn after_downtime_skip_records_a_missed_range_and_run_all_runs_everything() {
+    let (s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::Skip);
+    let sum = summary(&claims(&s, &p, T0 + 60_000, &settings()));
+    assert_eq!(sum[0], (49, Disposition::Missed { count: 49 }));
+    assert_eq!(sum[1], (50, Disposition::Run));
+    let (s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunAll);
+    let c = claims(&s, &p, T0 + 60_000, &settings());
+    assert_eq!(c.len(), 61);
+    assert!(c.iter().all(|f| f.disposition == Disposition::Run));
+}
+
+#[test]
+fn run_all_has_no_hidden_cap_it_continues_on_the_next_pass() {
+    let (mut s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunAll);
+    let set = PlanSettings { max_instants: 1000, ..settings() };
+    let now = T0 + 86_400_000; // a day down: 86,400 instants
+    let mut total = 0;
+    loop {
+        let c = claims(&s, &p, now, &set);
+        if c.is_empty() {
+            break;
+        }
+        total += c.len();
+        s.claimed_through = c.last().unwrap().instant;
+    }
+    assert_eq!(total, 86_401);
+}
+
+#[test]
+fn fires_past_the_starting_deadline_are_missed_even_when_slightly_late() {
+    let (s, p) = record("* * * * * *", |s| s.starting_deadline_seconds = Some(2));
+    let sum = summary(&claims(&s, &p, T0 + 5_000, &settings()));
+    assert_eq!(sum, vec![(2, Disposition::Missed { count: 2 }), (3, Disposition::Run), (4, Disposition::Run), (5, Disposition::Run), (6, Disposition::Run)]);
+}
+
+fn run(s: &ScheduleRecord, instant: Millis, phase: Phase) -> RunRecord {
+    let mut r = RunRecord::new(raftcron_crds::names::run_id(&s.uid, instant), instant, RunKind::Scheduled, 1);
+    r.phase = phase;
+    r
+}
+
+#[test]
+fn forbid_skips_a_fire_while_another_run_is_active_and_replace_replaces_it() {
+    let (mut s, _) = record("* * * * * *", |s| s.concurrency_policy = ConcurrencyPolicy::Forbid);
+    let active = run(&s, T0 + 1000, Phase::Running);
+    let next = run(&s, T0 + 2000, Phase::Claimed);
+    s.active = vec![active.clone(), next.clone()];
+    assert!(matches!(at_start(&s, &next, T0 + 2000), StartDecision::Events(ref e, false) if matches!(e[0], RunEvent::Skipped { .. })));
+    s.spec.concurrency_policy = ConcurrencyPolicy::Replace;
+    match at_start(&s, &next, T0 + 2000) {
+        StartDecision::Events(e, true) => assert!(matches!(&e[..], [RunEvent::Replaced { run, .. }] if run.run_id == active.run_id)),
+        d => panic!("{d:?}"),
+    }
+    s.spec.concurrency_policy = ConcurrencyPolicy::Allow;
+    assert_eq!(at_start(&s, &next, T0 + 2000), StartDecision::Start);
+}
+
+#[test]
+fn a_claimed_fire_of_a_schedule_suspended_since_is_skipped() {
+    let (mut s, _) = record("* * * * * *", |s| s.suspend = true);
+    let next = run(&s, T0 + 1000, Phase::Claimed);
+    s.active = vec![next.clone()];
+    assert!(matches!(at_start(&s, &next, T0 + 1000), StartDecision::Events(ref e, false) if matches!(e[0], RunEvent::Skipped { .. })));
+}
+
+#[test]
+fn a_new_leader_writes_off_ambiguous_fires_and_marks_recorded_starts_lost() {
+    let (mut s, _) = record("* * * * * *", |_| {});
+    let takeover_at = T0 + 10_000;
+    let mut running = run(&s, T0 + 8000, Phase::Running);
+    running.attempt = 1;
+    running.term = 1;
+    let ambiguous = run(&s, T0 + 9000, Phase::Claimed); // before the takeover: maybe started
+    let certain = run(&s, T0 + 10_500, Phase::Claimed); // after: the old lease had expired
+    s.active = vec![running.clone(), ambiguous.clone(), certain.clone()];
+    let events = takeover(&s, 2, takeover_at, 50);
+    assert_eq!(events.len(), 2);
+    assert!(matches!(&events[0], RunEvent::Lost { run, attempt: 1, started: true, .. } if run.run_id == running.run_id));
+    assert!(matches!(&events[1], RunEvent::Lost { run, attempt: 1, started: false, .. } if run.run_id == ambiguous.run_id));
+    assert_eq!(pending_start(&certain), Some(Pending { at: T0 + 10_500, attempt: 1 }));
+}
+
+#[test]
+fn runs_of_the_current_term_are_left_alone_at_takeover() {
+    let (mut s, _) = record("* * * * * *", |_| {});
+    let mut mine = run(&s, T0 + 1000, Phase::Running);
+    mine.term = 5;
+    s.active = vec![mine];
+    assert!(takeover(&s, 5, T0 + 10_000, 50).is_empty());
+}

@@ -1,0 +1,80 @@
+//! Batches run transitions into `Command::Record` entries.
+//!
+//! Entries are submitted in the order events arrive (so a start is applied
+//! before its result) without waiting for each to commit: up to
+//! `MAX_IN_FLIGHT` entries are pipelined, each carrying everything that
+//! queued while the previous one was being submitted.
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use openraft::impls::ProgressResponder;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::raft::types::{LeaderId, NodeId, Raft, TypeConfig};
+use crate::sm::{Command, RunEvent};
+
+const MAX_BATCH: usize = 5000;
+const MAX_IN_FLIGHT: usize = 64;
+
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<RunEvent>,
+}
+
+impl Recorder {
+    /// Queues an event; dropped silently once the term has ended (the next
+    /// leader settles the run).
+    pub fn record(&self, e: RunEvent) {
+        let _ = self.tx.send(e);
+    }
+
+    pub fn spawn(raft: Raft, term: u64, node: NodeId, cancel: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(raft, term, node, rx, cancel));
+        (Self { tx }, task)
+    }
+}
+
+async fn run(raft: Raft, term: u64, node: NodeId, mut rx: mpsc::UnboundedReceiver<RunEvent>, cancel: CancellationToken) {
+    let leader = LeaderId { term, node_id: node };
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        let first = tokio::select! {
+            e = rx.recv() => match e { Some(e) => e, None => break },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => { report(done); continue }
+            _ = cancel.cancelled() => break,
+        };
+        let mut events = vec![first];
+        while events.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(e) => events.push(e),
+                Err(_) => break,
+            }
+        }
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            if let Some(done) = in_flight.next().await {
+                report(done);
+            }
+        }
+        let (responder, done) = ProgressResponder::<TypeConfig, _>::complete_only();
+        let n = events.len();
+        let cmd = Command::Record { term, node, events };
+        if let Err(e) = raft.write(cmd).with_leader(leader.clone()).responder(responder).await {
+            tracing::warn!(error = %e, "raft stopped; run events not recorded");
+            break;
+        }
+        in_flight.push(async move { (n, done.await) });
+    }
+    while let Some(done) = in_flight.next().await {
+        report(done);
+    }
+}
+
+fn report<T, E: std::fmt::Display, R>(done: (usize, Result<Result<T, E>, R>)) {
+    match done {
+        (_, Ok(Ok(_))) => {}
+        (n, Ok(Err(e))) => tracing::info!(events = n, error = %e, "run events not recorded; the next leader settles these runs"),
+        (n, Err(_)) => tracing::info!(events = n, "run events dropped with the Raft core"),
+    }
+}

@@ -1,0 +1,402 @@
+//! The replicated state machine, pure: commands in, responses and change
+//! notes out; time arrives inside the commands.
+//!
+//! ```text
+//!  Raft log ──► State::apply(&Command) ──► Response (to the proposer)
+//!                    │
+//!                    └──► changes (drained by the store, fed to the fire loop
+//!                         and the status writer)
+//! ```
+//!
+//! Invariants:
+//! - A fire is (schedule uid, instant). Each schedule keeps `claimed_through`,
+//!   the latest instant it has claimed; a claim at or before it is refused, so
+//!   a fire is claimed once no matter how many leaders or retries propose it.
+//! - `claimed_through` never decreases; updating or resuming a schedule moves
+//!   it to the proposer's `now` so old instants are not mistaken for misses.
+
+pub mod command;
+pub mod runs;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use raftcron_crds::ScheduledJobSpec;
+use serde::{Deserialize, Serialize};
+
+pub use command::*;
+use runs::{Effect, FinalResult, Phase, RunKind, RunRecord};
+
+/// `namespace/name`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Per-schedule totals since it was created.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub lost: u64,
+    pub missed: u64,
+    pub skipped: u64,
+    pub replaced: u64,
+    pub retries: u64,
+}
+
+impl Counters {
+    fn count(&mut self, result: FinalResult, n: u64) {
+        let c = match result {
+            FinalResult::Succeeded => &mut self.succeeded,
+            FinalResult::Failed => &mut self.failed,
+            FinalResult::TimedOut => &mut self.timed_out,
+            FinalResult::Lost => &mut self.lost,
+            FinalResult::Missed => &mut self.missed,
+            FinalResult::Skipped => &mut self.skipped,
+            FinalResult::Replaced => &mut self.replaced,
+        };
+        *c += n;
+    }
+}
+
+/// One schedule and its runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ScheduleRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub generation: i64,
+    pub spec: ScheduledJobSpec,
+    pub created: Millis,
+    pub updated: Millis,
+    /// The latest instant claimed (or the creation / resume time).
+    pub claimed_through: Millis,
+    pub manual_seq: u64,
+    pub counters: Counters,
+    /// Runs not finished, oldest instant first.
+    pub active: Vec<RunRecord>,
+    /// Finished runs, newest first, bounded by the history limits.
+    pub history: VecDeque<RunRecord>,
+    pub last_schedule: Option<Millis>,
+    pub last_success: Option<Millis>,
+}
+
+impl ScheduleRecord {
+    pub fn key(&self) -> Key {
+        Key::new(&self.namespace, &self.name)
+    }
+
+    pub fn run(&self, run_id: &str) -> Option<&RunRecord> {
+        self.active.iter().chain(self.history.iter()).find(|r| r.run_id == run_id)
+    }
+
+    /// Whether an attempt is executing or waiting for a retry.
+    pub fn has_active_attempt(&self) -> bool {
+        self.active.iter().any(|r| r.phase.is_active())
+    }
+
+    fn push_history(&mut self, run: RunRecord) {
+        self.history.push_front(run);
+        let ok_limit = self.spec.successful_history_limit() as usize;
+        let failed_limit = self.spec.failed_history_limit() as usize;
+        let (mut ok, mut failed) = (0usize, 0usize);
+        self.history.retain(|r| {
+            let success = matches!(r.phase, Phase::Done(res) if res.is_success());
+            let n = if success { &mut ok } else { &mut failed };
+            *n += 1;
+            *n <= if success { ok_limit } else { failed_limit }
+        });
+    }
+}
+
+/// What changed, for the fire loop and the status writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Created, updated, suspended/resumed, or its runs changed.
+    Schedule { uid: String },
+    Deleted { uid: String, key: Key },
+}
+
+/// The whole replicated state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct State {
+    pub cluster_id: Option<String>,
+    /// Behind `Arc`s so a snapshot copies pointers; writes copy one record.
+    schedules: BTreeMap<Key, Arc<ScheduleRecord>>,
+    #[serde(skip)]
+    by_uid: HashMap<String, Key>,
+    #[serde(skip)]
+    changes: Vec<Change>,
+}
+
+impl PartialEq for State {
+    fn eq(&self, other: &Self) -> bool {
+        self.cluster_id == other.cluster_id && self.schedules == other.schedules
+    }
+}
+
+impl State {
+    /// Rebuilds the derived index after deserializing a snapshot.
+    pub fn reindex(&mut self) {
+        self.by_uid = self.schedules.values().map(|s| (s.uid.clone(), s.key())).collect();
+    }
+
+    pub fn len(&self) -> usize {
+        self.schedules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.schedules.is_empty()
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&ScheduleRecord> {
+        self.schedules.get(key).map(|s| &**s)
+    }
+
+    pub fn get_by_uid(&self, uid: &str) -> Option<&ScheduleRecord> {
+        self.by_uid.get(uid).and_then(|k| self.schedules.get(k)).map(|s| &**s)
+    }
+
+    /// The shared record, for readers that outlive the state lock (executors).
+    pub fn get_arc_by_uid(&self, uid: &str) -> Option<Arc<ScheduleRecord>> {
+        self.by_uid.get(uid).and_then(|k| self.schedules.get(k)).cloned()
+    }
+
+    pub fn schedules(&self) -> impl Iterator<Item = &ScheduleRecord> {
+        self.schedules.values().map(|s| &**s)
+    }
+
+    /// Changes since the last call.
+    pub fn drain_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn get_mut_by_uid(&mut self, uid: &str) -> Option<&mut ScheduleRecord> {
+        let key = self.by_uid.get(uid)?;
+        self.schedules.get_mut(key).map(Arc::make_mut)
+    }
+
+    fn touched(&mut self, uid: &str) {
+        self.changes.push(Change::Schedule { uid: uid.to_string() });
+    }
+
+    /// Applies one command.
+    pub fn apply(&mut self, cmd: &Command) -> Response {
+        match cmd {
+            Command::Upsert { items, now } => Response::Upsert(items.iter().map(|i| self.upsert(i, *now)).collect()),
+            Command::Delete { namespace, name, uid } => {
+                Response::Delete { existed: self.delete(&Key::new(namespace, name), uid.as_deref()) }
+            }
+            Command::SetSuspend { namespace, name, suspend, now } => {
+                self.set_suspend(&Key::new(namespace, name), *suspend, *now)
+            }
+            Command::Claim { term, fires, .. } => Response::Claim(fires.iter().map(|f| self.claim(f, *term)).collect()),
+            Command::Trigger { namespace, name, term, now, .. } => {
+                Response::Trigger(self.trigger(&Key::new(namespace, name), *term, *now))
+            }
+            Command::Record { term, node, events } => {
+                Response::Record(events.iter().map(|e| self.record(e, *term, *node)).collect())
+            }
+            Command::SetClusterId { cluster_id } => {
+                // The first id wins: a retried or duplicated bootstrap cannot rename the cluster.
+                let id = self.cluster_id.get_or_insert_with(|| cluster_id.clone()).clone();
+                Response::SetClusterId { cluster_id: id }
+            }
+        }
+    }
+
+    fn upsert(&mut self, item: &UpsertSchedule, now: Millis) -> UpsertOutcome {
+        let key = Key::new(&item.namespace, &item.name);
+        if let Some(existing) = self.schedules.get_mut(&key).map(Arc::make_mut) {
+            if existing.uid == item.uid {
+                if item.generation < existing.generation {
+                    return UpsertOutcome::Stale;
+                }
+                if item.generation == existing.generation && existing.spec == item.spec {
+                    return UpsertOutcome::Unchanged;
+                }
+                existing.generation = item.generation;
+                existing.spec = item.spec.clone();
+                existing.updated = now;
+                // Instants already claimed keep their claims; the new spec
+                // takes over after them, and nothing before `now` counts as missed.
+                existing.claimed_through = existing.claimed_through.max(now);
+                self.touched(&item.uid);
+                return UpsertOutcome::Updated;
+            }
+            // Same name, new object: the old incarnation and its runs go.
+            let old_uid = existing.uid.clone();
+            self.by_uid.remove(&old_uid);
+            self.changes.push(Change::Deleted { uid: old_uid, key: key.clone() });
+        }
+        let record = ScheduleRecord {
+            namespace: item.namespace.clone(),
+            name: item.name.clone(),
+            uid: item.uid.clone(),
+            generation: item.generation,
+            spec: item.spec.clone(),
+            created: now,
+            updated: now,
+            claimed_through: now,
+            manual_seq: 0,
+            counters: Counters::default(),
+            active: Vec::new(),
+            history: VecDeque::new(),
+            last_schedule: None,
+            last_success: None,
+        };
+        let replaced = self.schedules.insert(key.clone(), Arc::new(record)).is_some();
+        self.by_uid.insert(item.uid.clone(), key);
+        self.touched(&item.uid);
+        if replaced { UpsertOutcome::Updated } else { UpsertOutcome::Created }
+    }
+
+    fn delete(&mut self, key: &Key, uid: Option<&str>) -> bool {
+        match self.schedules.get(key) {
+            Some(s) if uid.is_none_or(|u| u == s.uid) => {
+                let s = self.schedules.remove(key).expect("present");
+                self.by_uid.remove(&s.uid);
+                self.changes.push(Change::Deleted { uid: s.uid.clone(), key: key.clone() });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn set_suspend(&mut self, key: &Key, suspend: bool, now: Millis) -> Response {
+        let Some(s) = self.schedules.get_mut(key).map(Arc::make_mut) else {
+            return Response::SetSuspend { changed: false, found: false };
+        };
+        if s.spec.suspend == suspend {
+            return Response::SetSuspend { changed: false, found: true };
+        }
+        s.spec.suspend = suspend;
+        s.updated = now;
+        if !suspend {
+            // Fires that came due while suspended are skipped, not caught up.
+            s.claimed_through = s.claimed_through.max(now);
+        }
+        let uid = s.uid.clone();
+        self.touched(&uid);
+        Response::SetSuspend { changed: true, found: true }
+    }
+
+    fn claim(&mut self, fire: &FireClaim, term: u64) -> ClaimOutcome {
+        let Some(s) = self.get_mut_by_uid(&fire.uid) else {
+            return ClaimOutcome::UnknownSchedule;
+        };
+        if fire.instant <= s.claimed_through {
+            return ClaimOutcome::Duplicate;
+        }
+        s.claimed_through = fire.instant;
+        let run_id = raftcron_crds::names::run_id(&s.uid, fire.instant);
+        match fire.disposition {
+            Disposition::Run => {
+                s.active.push(RunRecord::new(run_id, fire.instant, RunKind::Scheduled, term));
+            }
+            Disposition::Missed { count } => {
+                let mut run = RunRecord::new(run_id, fire.instant, RunKind::Scheduled, term);
+                run.finish(
+                    FinalResult::Missed,
+                    fire.instant,
+                    Some(format!("{count} instant(s) up to this one passed while no leader could fire them")),
+                );
+                s.counters.count(FinalResult::Missed, count.max(1));
+                s.last_schedule = Some(fire.instant);
+                s.push_history(run);
+            }
+        }
+        let uid = fire.uid.clone();
+        self.touched(&uid);
+        ClaimOutcome::Claimed
+    }
+
+    fn trigger(&mut self, key: &Key, term: u64, now: Millis) -> Result<(String, Millis), String> {
+        let Some(s) = self.schedules.get_mut(key).map(Arc::make_mut) else {
+            return Err(format!("no schedule {key}"));
+        };
+        s.manual_seq += 1;
+        let run_id = format!("{}-manual-{}", raftcron_crds::names::run_id(&s.uid, now), s.manual_seq);
+        s.active.push(RunRecord::new(run_id.clone(), now, RunKind::Manual, term));
+        let uid = s.uid.clone();
+        self.touched(&uid);
+        Ok((run_id, now))
+    }
+
+    fn record(&mut self, event: &RunEvent, term: u64, node: u64) -> bool {
+        let run_ref = event.run();
+        let Some(s) = self.get_mut_by_uid(&run_ref.uid) else {
+            return false;
+        };
+        let Some(idx) = s.active.iter().position(|r| r.run_id == run_ref.run_id) else {
+            return false;
+        };
+        let policy = s.spec.retry_policy();
+        let run = &mut s.active[idx];
+        let effect = match event {
+            RunEvent::Started { attempt, at, .. } => runs::start(run, *attempt, *at, term, node),
+            RunEvent::Finished { attempt, outcome, at, message, .. } => {
+                runs::finish_attempt(run, *attempt, Some(*outcome), *at, message.clone(), &policy)
+            }
+            RunEvent::Lost { attempt, at, started: true, .. } => runs::finish_attempt(
+                run,
+                *attempt,
+                None,
+                *at,
+                Some("the leader running this attempt lost leadership before recording its result".into()),
+                &policy,
+            ),
+            RunEvent::Lost { attempt, at, started: false, .. } => runs::write_off(run, *attempt, *at),
+            RunEvent::Missed { at, .. } => runs::end_unrun(run, FinalResult::Missed, *at, None),
+            RunEvent::Skipped { at, reason, .. } => runs::end_unrun(run, FinalResult::Skipped, *at, Some(*reason)),
+            RunEvent::Replaced { at, .. } => runs::end_unrun(run, FinalResult::Replaced, *at, None),
+        };
+        let Ok(effect) = effect else {
+            return false;
+        };
+        if matches!(event, RunEvent::Lost { .. }) && effect != Effect::Finished(FinalResult::Lost) {
+            // Counted here because the run goes on (retry) rather than ending as Lost.
+            s.counters.lost += 1;
+        }
+        match effect {
+            Effect::Started => {
+                if run.counted_attempts == 1 {
+                    s.last_schedule = Some(s.last_schedule.map_or(run.instant, |l| l.max(run.instant)));
+                }
+            }
+            Effect::Retry => s.counters.retries += 1,
+            Effect::WrittenOff => {}
+            Effect::Finished(result) => {
+                let run = s.active.remove(idx);
+                s.counters.count(result, 1);
+                if result == FinalResult::Succeeded {
+                    s.last_success = run.end;
+                }
+                if matches!(result, FinalResult::Missed | FinalResult::Skipped) {
+                    s.last_schedule = Some(s.last_schedule.map_or(run.instant, |l| l.max(run.instant)));
+                }
+                s.push_history(run);
+            }
+        }
+        let uid = run_ref.uid.clone();
+        self.touched(&uid);
+        true
+    }
+}

@@ -1,0 +1,12 @@
+//! Durable storage: the Raft log on raft-log, the state machine's snapshots
+//! on redb, and the change feed from the state machine to its readers.
+
+pub mod feed;
+pub mod log_store;
+pub mod sm_store;
+#[cfg(test)]
+mod tests;
+
+pub use feed::ChangeFeed;
+pub use log_store::LogStore;
+pub use sm_store::{SmData, StateMachineStore};

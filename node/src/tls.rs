@@ -1,0 +1,92 @@
+//! TLS for the gRPC port (rustls through tonic): server identity, optional
+//! client-certificate verification (mutual TLS), and the client side that
+//! nodes, the operator and raftcronctl use.
+
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("--tls-cert and --tls-key must be given together")]
+    Incomplete,
+    #[error("--tls-client-auth needs --tls-ca to verify client certificates")]
+    ClientAuthWithoutCa,
+}
+
+/// Certificate files of a node (PEM).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signed the peers' certificates; verifies servers, and clients
+    /// when `client_auth` is on.
+    pub ca: Option<PathBuf>,
+    /// Require a client certificate signed by `ca` (mutual TLS).
+    pub client_auth: bool,
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_path_buf(), source })
+}
+
+impl TlsFiles {
+    /// Builds the settings from optional flags; None when TLS is off.
+    pub fn from_flags(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        ca: Option<PathBuf>,
+        client_auth: bool,
+    ) -> Result<Option<Self>, TlsError> {
+        match (cert, key) {
+            (None, None) if !client_auth => Ok(None),
+            (Some(cert), Some(key)) => {
+                if client_auth && ca.is_none() {
+                    return Err(TlsError::ClientAuthWithoutCa);
+                }
+                Ok(Some(Self { cert, key, ca, client_auth }))
+            }
+            _ => Err(TlsError::Incomplete),
+        }
+    }
+
+    pub fn server(&self) -> Result<ServerTlsConfig, TlsError> {
+        let identity = Identity::from_pem(read("certificate", &self.cert)?, read("key", &self.key)?);
+        let mut cfg = ServerTlsConfig::new().identity(identity);
+        if let (true, Some(ca)) = (self.client_auth, &self.ca) {
+            cfg = cfg.client_ca_root(Certificate::from_pem(read("CA certificate", ca)?));
+        }
+        Ok(cfg)
+    }
+
+    /// Client settings for node-to-node calls: trust `ca`, present our own
+    /// certificate so peers requiring mutual TLS accept us.
+    pub fn client(&self) -> Result<ClientTlsConfig, TlsError> {
+        let identity = Identity::from_pem(read("certificate", &self.cert)?, read("key", &self.key)?);
+        let mut cfg = ClientTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.ca {
+            cfg = cfg.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Client-only settings (raftcronctl, the operator): a CA to trust and,
+/// optionally, a client certificate.
+pub fn client_config(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientTlsConfig>, TlsError> {
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let mut cfg = ClientTlsConfig::new();
+    if let Some(ca) = ca {
+        cfg = cfg.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
+    }
+    match (cert, key) {
+        (Some(c), Some(k)) => cfg = cfg.identity(Identity::from_pem(read("certificate", c)?, read("key", k)?)),
+        (None, None) => {}
+        _ => return Err(TlsError::Incomplete),
+    }
+    Ok(Some(cfg))
+}

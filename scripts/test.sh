@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs everything CI runs, on a fresh machine with only the Rust toolchain:
+# format, lints, unit and storage tests, the multi-process e2e suite, and the
+# generated-file checks. protoc comes from protoc-bin-vendored (a crate).
+#
+#   scripts/test.sh            # all of it
+#   RAFTCRON_E2E_KUBECONFIG=…   # additionally runs the Kubernetes e2e
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build binaries"
+cargo build --workspace --bins --locked
+
+step "generated CRD is committed"
+mkdir -p target
+./target/debug/crdgen > target/crd.yaml
+diff -u charts/raftcron/crds/scheduledjobs.raftcron.dev.yaml target/crd.yaml
+
+step "unit, property and storage tests"
+cargo test --workspace --locked --exclude raftcron-e2e
+
+step "multi-process e2e (real processes on loopback, kill -9)"
+# One test at a time: each runs a cluster of real processes and 2 cores are shared.
+cargo test -p raftcron-e2e --locked -- --test-threads=1
+
+step "done"
