@@ -169,7 +169,7 @@ async fn serve_grpc(
         .add_service(raft_svc)
         .add_service(api_svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
+            stopped(&mut stop).await;
         })
         .await;
     if let Err(e) = result {
@@ -209,7 +209,7 @@ async fn watch_metrics(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::node::stopped(&mut stop) => return,
         }
     }
 }
@@ -238,7 +238,7 @@ async fn keep_cluster_id(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = feed.changed() => { feed.take(); }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::node::stopped(&mut stop) => return,
         }
     }
 }
@@ -314,7 +314,7 @@ async fn bootstrap(ctx: &NodeCtx, stop: &mut watch::Receiver<bool>) -> Bootstrap
         attempt += 1;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-            _ = stop.wait_for(|s| *s) => return Bootstrap::Stopped,
+            _ = crate::node::stopped(stop) => return Bootstrap::Stopped,
         }
     }
 }
@@ -339,7 +339,7 @@ async fn join(ctx: &NodeCtx, stop: &mut watch::Receiver<bool>) {
         attempt += 1;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::node::stopped(stop) => return,
         }
     }
 }
@@ -379,4 +379,10 @@ pub async fn transfer_leadership(ctx: &NodeCtx, to: NodeId) -> Result<Option<Nod
         Ok(Ok(m)) => Ok(m.current_leader),
         _ => Ok(crate::raft::metrics(&ctx.raft).current_leader),
     }
+}
+
+/// Resolves once the node is stopping. The watch guard is dropped inside,
+/// so callers can await other things in the same `select!` arm.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

@@ -5,10 +5,11 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Encodes a message for the wire. Encoding openraft's own types cannot fail
-/// short of a bug, so a failure is reported, not unwrapped.
+/// Encodes a message for the wire. Struct fields go by name: several types
+/// skip absent optional fields, which a positional encoding cannot express.
+/// Encoding cannot fail short of a bug, so a failure is reported, not unwrapped.
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    rmp_serde::to_vec(v)
+    rmp_serde::to_vec_named(v)
 }
 
 /// Decodes bytes received from a peer; malformed input is an error, never a panic.

@@ -107,7 +107,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
             loop {
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { cancel.cancel(); let _ = task.await; return },
-                    _ = stop.wait_for(|s| *s) => { cancel.cancel(); let _ = task.await; return },
+                    _ = crate::node::stopped(&mut stop) => { cancel.cancel(); let _ = task.await; return },
                 }
                 let m = metrics.borrow_and_update().clone();
                 if m.current_term != term || m.current_leader != Some(m.id) {
@@ -121,7 +121,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             r = metrics.changed() => if r.is_err() { return },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::node::stopped(&mut stop) => return,
         }
     }
 }

@@ -58,7 +58,7 @@ pub struct Mp<T>(pub T);
 
 impl<T: serde::Serialize> Encode for Mp<T> {
     fn encode<W: Write>(&self, mut w: W) -> Result<usize, io::Error> {
-        let bytes = rmp_serde::to_vec(&self.0).map_err(io::Error::other)?;
+        let bytes = rmp_serde::to_vec_named(&self.0).map_err(io::Error::other)?;
         let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("log record over 4 GiB"))?;
         w.write_all(&len.to_be_bytes())?;
         w.write_all(&bytes)?;

@@ -4,7 +4,8 @@ use std::io;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::testing::log::{StoreBuilder, Suite};
-use openraft::{EntryPayload, StorageError};
+use openraft::type_config::TypeConfigExt;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageError};
 use tempfile::TempDir;
 
 use super::*;
@@ -15,10 +16,10 @@ struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
-        let dir = tempfile::tempdir().map_err(|e| StorageError::read(openraft::AnyError::new(&e)))?;
-        let log = LogStore::open(&dir.path().join("raft-log")).map_err(|e| StorageError::read(openraft::AnyError::new(&e)))?;
-        let sm = StateMachineStore::open(&dir.path().join("snapshot.redb"), ChangeFeed::default())
-            .map_err(|e| StorageError::read(openraft::AnyError::new(&e)))?;
+        let err = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Read, e);
+        let dir = tempfile::tempdir().map_err(err)?;
+        let log = LogStore::open(&dir.path().join("raft-log")).map_err(err)?;
+        let sm = StateMachineStore::open(&dir.path().join("snapshot.redb"), ChangeFeed::default()).map_err(err)?;
         Ok((dir, log, sm))
     }
 }
@@ -36,9 +37,9 @@ fn entry(term: u64, index: u64) -> Entry {
 }
 
 async fn append_durably(log: &mut LogStore, entries: Vec<Entry>) -> io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = TypeConfig::oneshot();
     log.append(entries, IOFlushed::signal(tx)).await?;
-    rx.await.map_err(io::Error::other)?
+    rx.await.map_err(|_| io::Error::other("flush callback dropped"))?
 }
 
 #[tokio::test]
