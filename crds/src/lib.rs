@@ -7,8 +7,11 @@
 //!                                      crdgen (CRD YAML)                 next fire instants (ms, UTC)
 //! ```
 //!
-//! Types, validation, the schedule grammar, condition reasons and label keys.
-//! No IO: node and operator both build on it.
+//! Types ([`types`]), validation ([`validate`]), the schedule grammar
+//! ([`schedule`]), shared names: condition reasons, label keys, headers, run
+//! ids ([`names`]), and YAML loading for `raftcron-node local` and
+//! `raftcronctl apply -f` ([`yaml`]). No IO, except [`yaml::load_path`]
+//! reading the files it is given: node and operator both build on it.
 
 pub mod names;
 pub mod schedule;

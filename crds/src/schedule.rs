@@ -1,1 +1,413 @@
-//! TODO
+//! The schedule grammar: when a `ScheduledJob` fires.
+//!
+//! ```text
+//!  spec.schedule ─┬─ "@every 30s" ──────────────► k · period since the Unix epoch (zone ignored)
+//!  spec.timeZone ─┘  "0 30 2 * * *", "@daily" ──► croner on the wall clock of the IANA zone
+//!                                                     │
+//!                    next_after(ms) / fires_between ◄─┘  instants as i64 ms since the epoch, UTC
+//! ```
+//!
+//! Pure: every function takes the time as an argument, so all nodes compute
+//! the same instants and tests need no clock.
+//!
+//! # Grammar
+//!
+//! - Five fields `m h dom mon dow` fire at second 0; six fields put seconds
+//!   first (`s m h dom mon dow`). A seventh (year) field is refused.
+//! - Nicknames: `@yearly` = `@annually` = `0 0 1 1 *`, `@monthly` = `0 0 1 * *`,
+//!   `@weekly` = `0 0 * * 0`, `@daily` = `@midnight` = `0 0 * * *`,
+//!   `@hourly` = `0 * * * *`.
+//! - `@every <duration>` with humantime units (`30s`, `1h30m`, `2d`): a whole
+//!   number of seconds, at least one. Month and year units are refused because
+//!   humantime reads them as averages (30.44 and 365.25 days) that drift
+//!   against the calendar; use `@monthly`, `@yearly` or a cron expression.
+//!   Instants are `k * period` since 1970-01-01T00:00:00Z, independent of the
+//!   time zone, so `@every 1h` fires on the hour in UTC.
+//! - Cron fields are croner's: names (`MON`, `JAN`), lists, ranges, `*/n` and
+//!   `a-b/n` steps, `L`, `W`, `#` and the `+` day-of-week prefix. As in Vixie
+//!   cron and Kubernetes CronJob, when both day-of-month and day-of-week are
+//!   restricted a day matching either one fires; `+` demands both.
+//!
+//! # Daylight saving time
+//!
+//! Cron fields are matched against the wall clock of the time zone. croner
+//! sorts a pattern into one of two classes, and the class decides what
+//! happens when the clock jumps. A pattern is *fixed-time* when its second,
+//! minute and hour fields are each a single value (`0 30 2 * * *`,
+//! `30 2 * * *`, `@daily`); every other pattern (a list, a range, a step or a
+//! `*` in any of those three fields: `0 */15 * * * *`, `0 30 1,2 * * *`) is
+//! an *interval* pattern.
+//!
+//! | transition | fixed-time pattern | interval pattern |
+//! |---|---|---|
+//! | spring forward (wall-clock times skipped) | fires once, at the first real instant after the gap (Berlin `0 30 2 * * *` on 2026-03-29 fires at 03:00 CEST) | times in the gap do not exist and are not fired; nothing is moved |
+//! | fall back (wall-clock times repeated) | fires once, at the first pass (the earlier offset) | fires at every real instant, both passes (Berlin `0 */15 * * * *` fires 02:00…02:45 CEST and again 02:00…02:45 CET) |
+//!
+//! This is Vixie cron's rule with croner's classification, which is
+//! stricter than Vixie's: Vixie counts any minute and hour fields without a
+//! `*` as fixed time, so `30 1,2 * * *` runs at 03:00 after a gap there but
+//! is skipped in the gap here. It is what croner 4.0.3 does with
+//! `chrono_tz` zones: the tests in `schedule/tests/dst.rs` pin it in
+//! Europe/Berlin, America/New_York, Australia/Sydney and
+//! Australia/Lord_Howe (whose clock moves by 30 minutes), including starts
+//! inside the repeated hour, and property tests in
+//! `schedule/tests/properties.rs` compare `next_after` with a
+//! second-by-second scan written from this table, around transitions of
+//! those zones and of America/Santiago (which changes at midnight).
+//! `@every` ignores the zone entirely.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+/// The nicknames the grammar accepts, with the 5-field pattern each stands for.
+const NICKNAMES: &[(&str, &str)] = &[
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+    ("@monthly", "0 0 1 * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@hourly", "0 * * * *"),
+];
+
+/// humantime units that are calendar averages rather than fixed lengths.
+const DRIFTING_UNITS: &[&str] = &["months", "month", "M", "years", "year", "yr", "yrs", "y"];
+
+/// A search origin from which every schedule that fires at all fires within
+/// 400 years (the Gregorian calendar repeats every 400 years, and croner
+/// searches up to the year 5000).
+const NEVER_FIRES_PROBE_MS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
+
+/// Why a schedule or time zone was refused. Each message quotes the text
+/// that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "schedule is empty; expected a cron expression such as \"0 30 2 * * *\", a nickname such as \"@daily\" or \"@every 30s\""
+    )]
+    Empty,
+
+    #[error(
+        "invalid cron expression \"{expression}\": it has 7 fields, and a year field is not supported; use 5 fields (m h dom mon dow) or 6 (s m h dom mon dow)"
+    )]
+    YearField { expression: String },
+
+    #[error(
+        "invalid cron expression \"{expression}\": it has {count} {}; expected 5 (m h dom mon dow) or 6 (s m h dom mon dow)",
+        if *count == 1 { "field" } else { "fields" }
+    )]
+    FieldCount { expression: String, count: usize },
+
+    #[error("invalid cron expression \"{expression}\": {reason}")]
+    InvalidCron { expression: String, reason: String },
+
+    #[error(
+        "unknown schedule nickname \"{expression}\"; expected one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly or \"@every <duration>\""
+    )]
+    UnknownNickname { expression: String },
+
+    #[error("invalid duration in \"{expression}\": {reason}")]
+    InvalidEvery { expression: String, reason: String },
+
+    #[error(
+        "unknown time zone \"{name}\" (expected an IANA name such as \"Europe/Berlin\" or \"UTC\")"
+    )]
+    UnknownTimeZone { name: String },
+}
+
+/// A parsed schedule: the instants at which a job fires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    expression: String,
+    time_zone: Tz,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    Cron(Box<Cron>),
+    Every { period_ms: i64 },
+}
+
+/// Resolves an IANA time zone name; `None` means UTC.
+pub fn parse_time_zone(name: Option<&str>) -> Result<Tz, ScheduleError> {
+    match name {
+        None => Ok(Tz::UTC),
+        Some(name) => name
+            .parse::<Tz>()
+            .map_err(|_| ScheduleError::UnknownTimeZone {
+                name: name.to_string(),
+            }),
+    }
+}
+
+impl Schedule {
+    /// Parses `spec.schedule` read in `spec.timeZone` (`None` = UTC).
+    ///
+    /// The time zone is checked for `@every` schedules too, although they
+    /// ignore it: a misspelt zone is a mistake either way.
+    pub fn parse(expr: &str, time_zone: Option<&str>) -> Result<Schedule, ScheduleError> {
+        let tz = parse_time_zone(time_zone)?;
+        let expression = expr.trim();
+        if expression.is_empty() {
+            return Err(ScheduleError::Empty);
+        }
+        let kind = if expression.starts_with('@') {
+            parse_at(expression)?
+        } else {
+            Kind::Cron(Box::new(parse_cron(expression, expression)?))
+        };
+        Ok(Schedule {
+            expression: expression.to_string(),
+            time_zone: tz,
+            kind,
+        })
+    }
+
+    /// The expression as written, without surrounding whitespace.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The zone the cron fields are read in (UTC when none was given).
+    pub fn time_zone(&self) -> Tz {
+        self.time_zone
+    }
+
+    /// Whether croner treats this as a fixed-time pattern for daylight saving
+    /// time (see the module docs). Always false for `@every`.
+    pub fn is_fixed_time(&self) -> bool {
+        match &self.kind {
+            Kind::Cron(cron) => cron.determine_job_type() == croner::JobType::FixedTime,
+            Kind::Every { .. } => false,
+        }
+    }
+
+    /// The first fire instant strictly after `after_ms`, or `None` when the
+    /// schedule never fires again (for example `0 0 30 2 *`, February 30th)
+    /// or the instant is beyond the year 5000.
+    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        match &self.kind {
+            Kind::Every { period_ms } => after_ms
+                .div_euclid(*period_ms)
+                .checked_add(1)?
+                .checked_mul(*period_ms),
+            Kind::Cron(cron) => {
+                // Fire instants are whole seconds, so the first one after a
+                // fractional instant is the first one after its second.
+                let start = DateTime::<Utc>::from_timestamp(after_ms.div_euclid(1000), 0)?
+                    .with_timezone(&self.time_zone);
+                let next = cron.find_next_occurrence(&start, false).ok()?;
+                next.timestamp().checked_mul(1000)
+            }
+        }
+    }
+
+    /// The fire instants in `(after_ms, until_ms]`, oldest first, at most `limit`.
+    pub fn fires_between(&self, after_ms: i64, until_ms: i64, limit: usize) -> Vec<i64> {
+        let mut fires = Vec::new();
+        let mut cursor = after_ms;
+        while fires.len() < limit {
+            match self.next_after(cursor) {
+                Some(next) if next <= until_ms => {
+                    fires.push(next);
+                    cursor = next;
+                }
+                _ => break,
+            }
+        }
+        fires
+    }
+
+    /// The period of an `@every` schedule; `None` for cron schedules, whose
+    /// gaps vary (see [`Schedule::typical_interval_ms`]).
+    pub fn period_hint_ms(&self) -> Option<i64> {
+        match self.kind {
+            Kind::Every { period_ms } => Some(period_ms),
+            Kind::Cron(_) => None,
+        }
+    }
+
+    /// The gap between the next two fires after `from_ms`: a yardstick for
+    /// lateness alerts on cron schedules, whose gaps vary (`0 9 * * 1-5`
+    /// has one-day and three-day gaps). The period for `@every`.
+    pub fn typical_interval_ms(&self, from_ms: i64) -> Option<i64> {
+        if let Some(period) = self.period_hint_ms() {
+            return Some(period);
+        }
+        let first = self.next_after(from_ms)?;
+        let second = self.next_after(first)?;
+        Some(second - first)
+    }
+
+    /// Whether the schedule can never fire, such as `0 0 30 2 *`. Parsing
+    /// accepts these because each field is valid on its own; validation
+    /// refuses them.
+    pub fn never_fires(&self) -> bool {
+        self.next_after(NEVER_FIRES_PROBE_MS).is_none()
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expression)?;
+        if self.time_zone != Tz::UTC && !matches!(self.kind, Kind::Every { .. }) {
+            write!(f, " ({})", self.time_zone.name())?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_at(expression: &str) -> Result<Kind, ScheduleError> {
+    let (word, rest) = match expression.find(char::is_whitespace) {
+        Some(at) => (&expression[..at], expression[at..].trim()),
+        None => (expression, ""),
+    };
+    if word.eq_ignore_ascii_case("@every") {
+        return parse_every(expression, rest);
+    }
+    let pattern = NICKNAMES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(word) && rest.is_empty())
+        .map(|(_, pattern)| *pattern)
+        .ok_or_else(|| ScheduleError::UnknownNickname {
+            expression: expression.to_string(),
+        })?;
+    Ok(Kind::Cron(Box::new(parse_cron(expression, pattern)?)))
+}
+
+fn parse_every(expression: &str, duration: &str) -> Result<Kind, ScheduleError> {
+    let invalid = |reason: String| ScheduleError::InvalidEvery {
+        expression: expression.to_string(),
+        reason,
+    };
+    if duration.is_empty() {
+        return Err(invalid(
+            "@every needs a duration, for example \"@every 30s\" or \"@every 1h30m\"".to_string(),
+        ));
+    }
+    if let Some(unit) = duration
+        .split(|c: char| !c.is_alphabetic())
+        .find(|word| DRIFTING_UNITS.contains(word))
+    {
+        return Err(invalid(format!(
+            "the unit \"{unit}\" is an average length that drifts against the calendar; use @monthly, @yearly or a cron expression"
+        )));
+    }
+    let parsed = humantime::parse_duration(duration).map_err(|e| invalid(e.to_string()))?;
+    if parsed.subsec_nanos() != 0 {
+        return Err(invalid(
+            "the duration must be a whole number of seconds".to_string(),
+        ));
+    }
+    if parsed.as_secs() == 0 {
+        return Err(invalid("the duration must be at least 1s".to_string()));
+    }
+    let period_ms = i64::try_from(parsed.as_secs())
+        .ok()
+        .and_then(|secs| secs.checked_mul(1000))
+        .ok_or_else(|| invalid("the duration is too long".to_string()))?;
+    Ok(Kind::Every { period_ms })
+}
+
+/// Parses a 5- or 6-field pattern; `expression` is what the user wrote (it
+/// differs from `pattern` for nicknames) and goes into error messages.
+fn parse_cron(expression: &str, pattern: &str) -> Result<Cron, ScheduleError> {
+    let count = pattern.split_whitespace().count();
+    match count {
+        5 | 6 => {}
+        7 => {
+            return Err(ScheduleError::YearField {
+                expression: expression.to_string(),
+            });
+        }
+        _ => {
+            return Err(ScheduleError::FieldCount {
+                expression: expression.to_string(),
+                count,
+            });
+        }
+    }
+    let invalid = |reason: String| ScheduleError::InvalidCron {
+        expression: expression.to_string(),
+        reason,
+    };
+    // croner puts second 0 in front of a 5-field pattern, so minute
+    // patterns fire on the minute.
+    let parser = CronParser::builder().seconds(Seconds::Optional).build();
+    let cron = parser
+        .parse(pattern)
+        .map_err(|e| invalid(explain_cron_error(&parser, pattern, &e)))?;
+    // A field such as "," parses to no values at all; croner would then
+    // search second by second for a year before giving up.
+    let fields = [
+        ("second", &cron.pattern.seconds),
+        ("minute", &cron.pattern.minutes),
+        ("hour", &cron.pattern.hours),
+        ("month", &cron.pattern.months),
+    ];
+    if let Some((name, _)) = fields.iter().find(|(_, field)| field.values().is_empty()) {
+        return Err(invalid(format!("the {name} field matches no value")));
+    }
+    Ok(cron)
+}
+
+/// croner's messages ("Component error: Number out of bounds.") do not say
+/// which field is wrong. Parsing each field on its own, with `*` elsewhere,
+/// finds the first one croner refuses.
+fn explain_cron_error(
+    parser: &CronParser,
+    pattern: &str,
+    error: &croner::errors::CronError,
+) -> String {
+    use croner::errors::CronError;
+    let reason = match error {
+        CronError::ComponentError(msg)
+        | CronError::InvalidPattern(msg)
+        | CronError::IllegalCharacters(msg) => msg.clone(),
+        other => other.to_string(),
+    };
+    let reason = reason.trim_end_matches('.');
+    // "Number out of bounds" reads better mid-sentence as "number out of
+    // bounds"; "CronPattern contains …" keeps its capital.
+    let first_word = reason.split(' ').next().unwrap_or_default();
+    let reason = if first_word.chars().skip(1).all(char::is_lowercase) {
+        let mut chars = reason.chars();
+        chars
+            .next()
+            .map(|first| first.to_lowercase().chain(chars).collect())
+            .unwrap_or_default()
+    } else {
+        reason.to_string()
+    };
+    let fields: Vec<&str> = pattern.split_whitespace().collect();
+    let names: &[&str] = if fields.len() == 6 {
+        &[
+            "second",
+            "minute",
+            "hour",
+            "day-of-month",
+            "month",
+            "day-of-week",
+        ]
+    } else {
+        &["minute", "hour", "day-of-month", "month", "day-of-week"]
+    };
+    let culprit = (0..fields.len()).find(|&i| {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { fields[j] } else { "*" })
+            .collect();
+        parser.parse(&alone.join(" ")).is_err()
+    });
+    match culprit {
+        Some(i) => format!("{} field \"{}\": {reason}", names[i], fields[i]),
+        None => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;

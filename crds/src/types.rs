@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// A schedule plus an action, fired exactly once per scheduled instant by the
 /// raftcron scheduler cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Every printcolumn(...) names its own type_; clippy reads the repeats as
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "raftcron.dev",
     version = "v1alpha1",
@@ -23,12 +26,42 @@ use serde::{Deserialize, Serialize};
     shortname = "sj",
     category = "raftcron",
     doc = "A ScheduledJob fires its action at every instant of its schedule, exactly once per instant, from a replicated raftcron scheduler cluster.",
-    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule", description = "The cron expression"),
-    printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend", description = "Whether new runs are suspended"),
-    printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastRun.result", description = "Result of the most recent finished run"),
-    printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastScheduleTime", description = "Scheduled time of the most recent run"),
-    printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextScheduleTime", description = "Next instant the schedule fires (RFC 3339)"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Schedule",
+        type_ = "string",
+        json_path = ".spec.schedule",
+        description = "The cron expression"
+    ),
+    printcolumn(
+        name = "Suspend",
+        type_ = "boolean",
+        json_path = ".spec.suspend",
+        description = "Whether new runs are suspended"
+    ),
+    printcolumn(
+        name = "Last Result",
+        type_ = "string",
+        json_path = ".status.lastRun.result",
+        description = "Result of the most recent finished run"
+    ),
+    printcolumn(
+        name = "Last Run",
+        type_ = "date",
+        json_path = ".status.lastScheduleTime",
+        description = "Scheduled time of the most recent run"
+    ),
+    printcolumn(
+        name = "Next Run",
+        type_ = "string",
+        json_path = ".status.nextScheduleTime",
+        description = "Next instant the schedule fires (RFC 3339)"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp",
+        description = "Time since the ScheduledJob was created"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledJobSpec {
@@ -42,8 +75,11 @@ pub struct ScheduledJobSpec {
 
     /// IANA time zone the cron fields are read in (for example
     /// `Europe/Berlin`). Default `UTC`. In the spring-forward gap a fixed-time
-    /// schedule fires at the first instant after the gap; in the repeated
-    /// fall-back hour it fires once, at the first pass. `@every` ignores it.
+    /// schedule (one value each in the second, minute and hour fields) fires
+    /// at the first instant after the gap; in the repeated fall-back hour it
+    /// fires once, at the first pass. Other schedules fire at every real
+    /// instant that matches: not in the gap, in both passes of the repeated
+    /// hour. `@every` ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: Option<String>,

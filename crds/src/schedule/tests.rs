@@ -1,0 +1,406 @@
+use super::*;
+
+mod dst;
+mod properties;
+
+/// Milliseconds since the epoch of an RFC 3339 time, so expectations read
+/// as wall clock plus offset.
+fn ms(rfc3339: &str) -> i64 {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+        .timestamp_millis()
+}
+
+/// An instant as RFC 3339 in the schedule's zone, for readable failures.
+fn show(instant_ms: i64, zone: Tz) -> String {
+    DateTime::<Utc>::from_timestamp_millis(instant_ms)
+        .expect("instant in range")
+        .with_timezone(&zone)
+        .to_rfc3339()
+}
+
+fn parse(expr: &str) -> Schedule {
+    Schedule::parse(expr, None).unwrap_or_else(|e| panic!("{expr}: {e}"))
+}
+
+fn parse_err(expr: &str) -> ScheduleError {
+    Schedule::parse(expr, None).expect_err(expr)
+}
+
+fn fires(schedule: &Schedule, from: &str, until: &str) -> Vec<String> {
+    schedule
+        .fires_between(ms(from), ms(until), 100)
+        .into_iter()
+        .map(|fire| show(fire, schedule.time_zone()))
+        .collect()
+}
+
+#[test]
+fn five_field_patterns_fire_at_second_zero() {
+    let schedule = parse("*/15 * * * *");
+    assert_eq!(
+        fires(&schedule, "2026-01-01T00:00:00Z", "2026-01-01T00:45:00Z"),
+        [
+            "2026-01-01T00:15:00+00:00",
+            "2026-01-01T00:30:00+00:00",
+            "2026-01-01T00:45:00+00:00"
+        ]
+    );
+}
+
+#[test]
+fn six_field_patterns_put_seconds_first() {
+    let schedule = parse("*/20 0 12 * * *");
+    assert_eq!(
+        fires(&schedule, "2026-01-01T11:59:59Z", "2026-01-01T12:01:00Z"),
+        [
+            "2026-01-01T12:00:00+00:00",
+            "2026-01-01T12:00:20+00:00",
+            "2026-01-01T12:00:40+00:00"
+        ]
+    );
+}
+
+#[test]
+fn nicknames_fire_like_the_patterns_they_stand_for() {
+    let from = ms("2026-05-17T13:14:15.500Z");
+    for (nickname, pattern) in [
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+        ("@monthly", "0 0 1 * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@hourly", "0 * * * *"),
+        ("@DAILY", "0 0 * * *"),
+    ] {
+        let until = from + 2 * 366 * 86_400_000;
+        assert_eq!(
+            parse(nickname).fires_between(from, until, 5),
+            parse(pattern).fires_between(from, until, 5),
+            "{nickname}"
+        );
+    }
+    assert_eq!(
+        show(parse("@weekly").next_after(from).unwrap(), Tz::UTC),
+        "2026-05-24T00:00:00+00:00",
+        "weeks start on Sunday"
+    );
+}
+
+#[test]
+fn unknown_nicknames_are_refused_naming_them() {
+    for expr in ["@reboot", "@daily 5", "@"] {
+        let error = parse_err(expr);
+        assert!(
+            matches!(&error, ScheduleError::UnknownNickname { expression } if expression == expr),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("@midnight"), "{error}");
+    }
+}
+
+#[test]
+fn seven_field_patterns_are_refused_saying_the_year_field_is_not_supported() {
+    let error = parse_err("0 0 0 1 1 * 2030");
+    assert_eq!(
+        error.to_string(),
+        "invalid cron expression \"0 0 0 1 1 * 2030\": it has 7 fields, and a year field is not supported; use 5 fields (m h dom mon dow) or 6 (s m h dom mon dow)"
+    );
+}
+
+#[test]
+fn patterns_with_too_few_or_too_many_fields_are_refused_with_the_count() {
+    assert_eq!(
+        parse_err("* * * *"),
+        ScheduleError::FieldCount {
+            expression: "* * * *".to_string(),
+            count: 4
+        }
+    );
+    assert!(
+        parse_err("1 2 3 4 5 6 7 8")
+            .to_string()
+            .contains("8 fields")
+    );
+    assert_eq!(parse_err("   "), ScheduleError::Empty);
+}
+
+#[test]
+fn invalid_fields_are_refused_naming_the_field_and_quoting_the_expression() {
+    for (expr, expected) in [
+        ("61 * * * *", "minute field \"61\": number out of bounds"),
+        (
+            "0 0 32 * *",
+            "day-of-month field \"32\": number out of bounds",
+        ),
+        ("0 0 * 13 *", "month field \"13\": number out of bounds"),
+        ("0 0 * * 8", "day-of-week field \"8\": number out of bounds"),
+        ("*/0 * * * * *", "second field \"*/0\": step cannot be zero"),
+        (
+            "0 0/10 * * * *",
+            "minute field \"0/10\": invalid step syntax",
+        ),
+        ("0 , * * * *", "the minute field matches no value"),
+        ("0 0 * * FOO", "day-of-week field"),
+    ] {
+        let error = parse_err(expr);
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("invalid cron expression \"{expr}\": ")),
+            "{text}"
+        );
+        assert!(text.contains(expected), "{expr}: {text}");
+    }
+}
+
+#[test]
+fn croner_extensions_are_accepted() {
+    let last_day = parse("0 0 L * *");
+    assert_eq!(
+        show(
+            last_day.next_after(ms("2028-02-01T00:00:00Z")).unwrap(),
+            Tz::UTC
+        ),
+        "2028-02-29T00:00:00+00:00"
+    );
+    let last_friday = parse("0 0 * * 5#L");
+    assert_eq!(
+        show(
+            last_friday.next_after(ms("2026-01-01T00:00:00Z")).unwrap(),
+            Tz::UTC
+        ),
+        "2026-01-30T00:00:00+00:00"
+    );
+    let names = parse("0 9 * JAN MON-FRI");
+    assert_eq!(
+        show(
+            names.next_after(ms("2026-01-03T00:00:00Z")).unwrap(),
+            Tz::UTC
+        ),
+        "2026-01-05T09:00:00+00:00"
+    );
+}
+
+#[test]
+fn day_of_month_and_day_of_week_combine_with_or_unless_plus_is_given() {
+    // 2026-06-01 is a Monday; so are the 8th and 15th.
+    let either = parse("0 0 1,15 * MON");
+    assert_eq!(
+        fires(&either, "2026-05-31T00:00:00Z", "2026-06-15T00:00:00Z"),
+        [
+            "2026-06-01T00:00:00+00:00",
+            "2026-06-08T00:00:00+00:00",
+            "2026-06-15T00:00:00+00:00"
+        ]
+    );
+    let both = parse("0 0 1,15 * +MON");
+    assert_eq!(
+        fires(&both, "2026-05-31T00:00:00Z", "2026-07-01T00:00:00Z"),
+        ["2026-06-01T00:00:00+00:00", "2026-06-15T00:00:00+00:00"]
+    );
+}
+
+#[test]
+fn february_30th_never_fires() {
+    let schedule = parse("0 0 30 2 *");
+    assert_eq!(schedule.next_after(0), None);
+    assert!(schedule.never_fires());
+    assert!(schedule.fires_between(0, i64::MAX, 10).is_empty());
+    assert_eq!(schedule.typical_interval_ms(0), None);
+}
+
+#[test]
+fn february_29th_fires_in_leap_years_only() {
+    let schedule = parse("0 0 29 2 *");
+    assert!(!schedule.never_fires());
+    assert_eq!(
+        fires(&schedule, "2097-01-01T00:00:00Z", "2105-01-01T00:00:00Z"),
+        ["2104-02-29T00:00:00+00:00"],
+        "2100 is not a leap year"
+    );
+}
+
+#[test]
+fn next_after_is_strictly_after_with_millisecond_input() {
+    let schedule = parse("0 0 * * * *");
+    let fire = ms("2026-01-01T10:00:00Z");
+    assert_eq!(schedule.next_after(fire - 1), Some(fire));
+    assert_eq!(schedule.next_after(fire), Some(fire + 3_600_000));
+    assert_eq!(schedule.next_after(fire + 1), Some(fire + 3_600_000));
+    assert_eq!(schedule.next_after(fire - 999), Some(fire));
+    assert_eq!(schedule.next_after(fire - 1000), Some(fire));
+}
+
+#[test]
+fn instants_before_the_epoch_work() {
+    let schedule = parse("0 30 12 * * *");
+    assert_eq!(
+        fires(
+            &schedule,
+            "1969-12-30T00:00:00.250Z",
+            "1969-12-31T23:59:59Z"
+        ),
+        ["1969-12-30T12:30:00+00:00", "1969-12-31T12:30:00+00:00"]
+    );
+    let every = parse("@every 7s");
+    assert_eq!(every.next_after(-1), Some(0));
+    assert_eq!(every.next_after(-7000), Some(0));
+    assert_eq!(every.next_after(-7001), Some(-7000));
+}
+
+#[test]
+fn every_fires_on_multiples_of_the_period_since_the_epoch() {
+    let schedule = parse("@every 1h30m");
+    assert_eq!(schedule.period_hint_ms(), Some(5_400_000));
+    assert_eq!(
+        fires(&schedule, "2026-01-01T00:00:00Z", "2026-01-01T04:00:00Z"),
+        ["2026-01-01T01:30:00+00:00", "2026-01-01T03:00:00+00:00"]
+    );
+    assert_eq!(parse("@EVERY   1h 30m").period_hint_ms(), Some(5_400_000));
+}
+
+#[test]
+fn every_ignores_the_time_zone_but_still_checks_it() {
+    let utc = parse("@every 1h");
+    let kolkata = Schedule::parse("@every 1h", Some("Asia/Kolkata")).unwrap();
+    let from = ms("2026-01-01T00:10:00Z");
+    assert_eq!(utc.next_after(from), kolkata.next_after(from));
+    assert_eq!(
+        Schedule::parse("@every 1h", Some("Mars/Base")),
+        Err(ScheduleError::UnknownTimeZone {
+            name: "Mars/Base".to_string()
+        })
+    );
+}
+
+#[test]
+fn every_refuses_sub_second_zero_and_calendar_durations() {
+    for (expr, expected) in [
+        ("@every 500ms", "whole number of seconds"),
+        ("@every 1s 500ms", "whole number of seconds"),
+        ("@every 0s", "at least 1s"),
+        ("@every 0", "at least 1s"),
+        ("@every 1month", "drifts against the calendar"),
+        ("@every 1y", "drifts against the calendar"),
+        ("@every", "needs a duration"),
+        ("@every soon", "soon"),
+        ("@every 10000000000000000s", "too long"),
+    ] {
+        let error = parse_err(expr);
+        assert!(
+            matches!(&error, ScheduleError::InvalidEvery { expression, .. } if expression == expr),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains(expected), "{expr}: {error}");
+    }
+}
+
+#[test]
+fn unknown_time_zones_are_refused_naming_them() {
+    let error = Schedule::parse("0 * * * *", Some("Europe/Atlantis")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unknown time zone \"Europe/Atlantis\" (expected an IANA name such as \"Europe/Berlin\" or \"UTC\")"
+    );
+}
+
+#[test]
+fn no_time_zone_means_utc() {
+    let schedule = parse("0 0 12 * * *");
+    assert_eq!(schedule.time_zone(), Tz::UTC);
+    assert_eq!(
+        schedule.next_after(ms("2026-07-01T00:00:00Z")),
+        Some(ms("2026-07-01T12:00:00Z"))
+    );
+    let berlin = Schedule::parse("0 0 12 * * *", Some("Europe/Berlin")).unwrap();
+    assert_eq!(
+        berlin.next_after(ms("2026-07-01T00:00:00Z")),
+        Some(ms("2026-07-01T12:00:00+02:00"))
+    );
+}
+
+#[test]
+fn fires_between_is_open_at_the_start_closed_at_the_end_and_limited() {
+    let schedule = parse("*/10 * * * * *");
+    let from = ms("2026-01-01T00:00:00Z");
+    assert_eq!(
+        schedule.fires_between(from, from + 30_000, 100),
+        [from + 10_000, from + 20_000, from + 30_000]
+    );
+    assert_eq!(
+        schedule.fires_between(from, from + 30_000, 2),
+        [from + 10_000, from + 20_000]
+    );
+    assert!(schedule.fires_between(from, from + 9_999, 100).is_empty());
+    assert!(schedule.fires_between(from, from - 10_000, 100).is_empty());
+    assert!(schedule.fires_between(from, from + 30_000, 0).is_empty());
+}
+
+#[test]
+fn typical_interval_is_the_gap_between_the_next_two_fires() {
+    let weekdays = parse("0 9 * * MON-FRI");
+    // From Wednesday: Thursday then Friday, one day apart.
+    assert_eq!(
+        weekdays.typical_interval_ms(ms("2026-01-07T12:00:00Z")),
+        Some(86_400_000)
+    );
+    // From Thursday noon: Friday then Monday.
+    assert_eq!(
+        weekdays.typical_interval_ms(ms("2026-01-08T12:00:00Z")),
+        Some(3 * 86_400_000)
+    );
+    assert_eq!(weekdays.period_hint_ms(), None);
+    assert_eq!(parse("@every 45s").typical_interval_ms(0), Some(45_000));
+}
+
+#[test]
+fn the_fixed_time_class_follows_croner() {
+    for expr in [
+        "0 30 2 * * *",
+        "30 2 * * *",
+        "@daily",
+        "@yearly",
+        "0 0 12 * * MON",
+    ] {
+        assert!(parse(expr).is_fixed_time(), "{expr}");
+    }
+    for expr in [
+        "0 */15 * * * *",
+        "* 30 2 * * *",
+        "0 30 1,2 * * *",
+        "0 30 1-2 * * *",
+        "@hourly",
+        "@every 1h",
+    ] {
+        assert!(!parse(expr).is_fixed_time(), "{expr}");
+    }
+}
+
+#[test]
+fn display_shows_the_expression_and_a_non_utc_zone() {
+    assert_eq!(parse(" 0 * * * * ").to_string(), "0 * * * *");
+    assert_eq!(
+        Schedule::parse("0 30 2 * * *", Some("Europe/Berlin"))
+            .unwrap()
+            .to_string(),
+        "0 30 2 * * * (Europe/Berlin)"
+    );
+    assert_eq!(
+        Schedule::parse("@every 5m", Some("Europe/Berlin"))
+            .unwrap()
+            .to_string(),
+        "@every 5m"
+    );
+}
+
+#[test]
+fn instants_beyond_what_chrono_represents_give_none_not_a_panic() {
+    assert_eq!(parse("* * * * * *").next_after(i64::MAX), None);
+    assert_eq!(parse("* * * * * *").next_after(i64::MIN), None);
+    assert_eq!(parse("@every 1s").next_after(i64::MAX), None);
+    assert_eq!(
+        parse("@every 1s").next_after(i64::MIN),
+        Some(i64::MIN / 1000 * 1000)
+    );
+}
