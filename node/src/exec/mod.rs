@@ -14,6 +14,8 @@
 pub mod http;
 pub mod policy;
 pub mod process;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
