@@ -18,7 +18,10 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { nodes: 3, extra_args: Vec::new() }
+        Self {
+            nodes: 3,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -48,16 +51,24 @@ impl NodeProcess {
         if bootstrap {
             c.arg("--bootstrap");
         }
-        c.env("RAFTCRON_LOG", std::env::var("RAFTCRON_LOG").unwrap_or_else(|_| "info,openraft=warn".into()));
+        c.env(
+            "RAFTCRON_LOG",
+            std::env::var("RAFTCRON_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+        );
         c
     }
 
     /// Starts the process (appending to its log file).
     pub fn start(&mut self, bootstrap: bool) {
         assert!(self.child.is_none(), "node {} already running", self.id);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let mut cmd = self.command(bootstrap);
-        cmd.stdout(Stdio::from(log.try_clone().expect("log fd"))).stderr(Stdio::from(log));
+        cmd.stdout(Stdio::from(log.try_clone().expect("log fd")))
+            .stderr(Stdio::from(log));
         self.child = Some(cmd.spawn().expect("spawn raftcron-node"));
     }
 
@@ -126,8 +137,13 @@ pub struct Cluster {
 impl Cluster {
     /// Creates the nodes' settings without starting them.
     pub fn new(opts: ClusterOptions) -> Self {
-        let dir = tempfile::Builder::new().prefix("raftcron-e2e-").tempdir().expect("temp dir");
-        let ports: Vec<(u16, u16)> = (0..opts.nodes).map(|_| (free_port(), free_port())).collect();
+        let dir = tempfile::Builder::new()
+            .prefix("raftcron-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let ports: Vec<(u16, u16)> = (0..opts.nodes)
+            .map(|_| (free_port(), free_port()))
+            .collect();
         let peers = ports
             .iter()
             .enumerate()
@@ -161,7 +177,9 @@ impl Cluster {
             let bootstrap = n.id == 1;
             n.start(bootstrap);
         }
-        c.wait_leader(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
+        c.wait_leader(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
         c
     }
 
@@ -180,7 +198,10 @@ impl Cluster {
     /// The status of one node, if it answers.
     pub async fn status(&self, id: u64) -> Option<StatusReply> {
         let addr = &self.nodes[(id - 1) as usize].grpc;
-        Client::new(vec![addr.clone()], None).status_of(addr).await.ok()
+        Client::new(vec![addr.clone()], None)
+            .status_of(addr)
+            .await
+            .ok()
     }
 
     /// The leader a running node reports, if that leader itself agrees.
@@ -204,7 +225,10 @@ impl Cluster {
 
     /// Waits for a leader other than `old`.
     pub async fn wait_new_leader(&self, old: u64, timeout: Duration) -> Option<u64> {
-        wait_for(timeout, || async { self.leader().await.filter(|l| *l != old) }).await
+        wait_for(timeout, || async {
+            self.leader().await.filter(|l| *l != old)
+        })
+        .await
     }
 
     /// Runs `raftcronctl --endpoint <all> ARGS…`.
@@ -221,13 +245,21 @@ impl Cluster {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
         let out = self.ctl(&a);
-        assert!(out.status.success(), "raftcronctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "raftcronctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("json output")
     }
 
     /// The last lines of every node's log, for failure messages.
     pub fn logs(&self) -> String {
-        self.nodes.iter().map(|n| format!("--- node {} ---\n{}", n.id, n.log_tail(40))).collect::<Vec<_>>().join("\n")
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} ---\n{}", n.id, n.log_tail(40)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn path(&self) -> &Path {

@@ -41,7 +41,13 @@ impl Ledger {
         let url = format!("http://{addr}/stats");
         let up = crate::wait_for(std::time::Duration::from_secs(10), || {
             let url = url.clone();
-            async move { tokio::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches("/stats")).await.ok() }
+            async move {
+                tokio::net::TcpStream::connect(
+                    url.trim_start_matches("http://").trim_end_matches("/stats"),
+                )
+                .await
+                .ok()
+            }
         })
         .await;
         assert!(up.is_some(), "ledger target did not come up");
@@ -55,7 +61,10 @@ impl Ledger {
     /// Every record so far (the target flushes at least every 100 ms).
     pub fn records(&self) -> Vec<LedgerRecord> {
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-        text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Records grouped by (run id, attempt), counting duplicates.

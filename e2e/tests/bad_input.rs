@@ -12,14 +12,26 @@ fn stderr(o: &std::process::Output) -> String {
 
 fn assert_refused(o: &std::process::Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected a refusal to start; stderr:\n{err}");
-    assert!(err.contains(needle), "expected {needle:?} in stderr:\n{err}");
-    assert!(!err.contains("panicked"), "panic instead of an error:\n{err}");
+    assert!(
+        !o.status.success(),
+        "expected a refusal to start; stderr:\n{err}"
+    );
+    assert!(
+        err.contains(needle),
+        "expected {needle:?} in stderr:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error:\n{err}"
+    );
 }
 
 #[tokio::test]
 async fn a_port_already_in_use_is_refused_naming_the_address() {
-    let c = Cluster::new(ClusterOptions { nodes: 1, ..Default::default() });
+    let c = Cluster::new(ClusterOptions {
+        nodes: 1,
+        ..Default::default()
+    });
     let _taken = std::net::TcpListener::bind(&c.nodes[0].grpc).unwrap();
     let out = c.nodes[0].run_to_exit(true, Duration::from_secs(10));
     assert_refused(&out, &format!("cannot listen on {}", c.nodes[0].grpc));
@@ -27,7 +39,10 @@ async fn a_port_already_in_use_is_refused_naming_the_address() {
 
 #[tokio::test]
 async fn a_data_dir_of_another_node_id_is_refused() {
-    let c = Cluster::new(ClusterOptions { nodes: 2, ..Default::default() });
+    let c = Cluster::new(ClusterOptions {
+        nodes: 2,
+        ..Default::default()
+    });
     // Node 1 creates its identity in its data dir, then stops.
     let _ = c.nodes[0].run_to_exit(false, Duration::from_secs(2));
     assert!(c.nodes[0].data_dir.join("node.json").exists());
@@ -51,9 +66,16 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 fn corrupt_newest_wal_record(dir: &std::path::Path) {
-    let mut chunks: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut chunks: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     chunks.sort();
-    let last = chunks.iter().rev().find(|p| std::fs::metadata(p).unwrap().len() > 64).expect("a WAL chunk with data");
+    let last = chunks
+        .iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 64)
+        .expect("a WAL chunk with data");
     let mut bytes = std::fs::read(last).unwrap();
     let at = bytes.len() - 20;
     bytes[at] ^= 0xff;
@@ -66,7 +88,13 @@ async fn a_node_with_a_corrupted_log_tail_refuses_to_start_and_the_cluster_keeps
     let client = c.client();
     let spec = r#"{"schedule":"0 0 1 1 *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#;
     for i in 0..20 {
-        let req = UpsertRequest { namespace: "d".into(), name: format!("j{i}"), uid: format!("u{i}"), generation: 1, spec_json: spec.into() };
+        let req = UpsertRequest {
+            namespace: "d".into(),
+            name: format!("j{i}"),
+            uid: format!("u{i}"),
+            generation: 1,
+            spec_json: spec.into(),
+        };
         client.upsert_batch(vec![req]).await.unwrap();
     }
     let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
@@ -83,7 +111,8 @@ async fn a_node_with_a_corrupted_log_tail_refuses_to_start_and_the_cluster_keeps
     c.node(victim).start(false);
     let back = wait_for(Duration::from_secs(20), || async {
         let s = c.status(victim).await?;
-        (s.schedules == 20 && s.members.iter().any(|m| m.id == victim && m.uid == s.uid)).then_some(())
+        (s.schedules == 20 && s.members.iter().any(|m| m.id == victim && m.uid == s.uid))
+            .then_some(())
     })
     .await;
     assert!(back.is_some(), "node {victim} did not rejoin\n{}", c.logs());
@@ -95,9 +124,11 @@ async fn a_data_dir_from_another_cluster_is_refused() {
     let b = Cluster::start(ClusterOptions::default()).await;
     // Both clusters have their ids recorded.
     for c in [&a, &b] {
-        wait_for(Duration::from_secs(10), || async { c.status(2).await.filter(|s| !s.cluster_id.is_empty()) })
-            .await
-            .expect("cluster id");
+        wait_for(Duration::from_secs(10), || async {
+            c.status(2).await.filter(|s| !s.cluster_id.is_empty())
+        })
+        .await
+        .expect("cluster id");
     }
     a.node(2).kill9();
     let b2 = &b.nodes[1].data_dir;
@@ -116,13 +147,25 @@ async fn malformed_requests_get_errors_naming_the_field_and_change_nothing() {
         name: "x".into(),
         uid: "u".into(),
         generation: 1,
-        spec_json: r#"{"schedule":"61 * * * *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#.into(),
+        spec_json: r#"{"schedule":"61 * * * *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#
+            .into(),
     };
     let err = client.upsert_batch(vec![bad]).await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
     assert!(err.to_string().contains("spec.schedule"), "{err}");
-    let not_json = UpsertRequest { spec_json: "{".into(), ..Default::default() };
-    let err = client.upsert_batch(vec![UpsertRequest { namespace: "d".into(), name: "y".into(), uid: "u".into(), ..not_json }]).await.unwrap_err();
+    let not_json = UpsertRequest {
+        spec_json: "{".into(),
+        ..Default::default()
+    };
+    let err = client
+        .upsert_batch(vec![UpsertRequest {
+            namespace: "d".into(),
+            name: "y".into(),
+            uid: "u".into(),
+            ..not_json
+        }])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
     let err = client.runs("d", "missing").await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
@@ -139,8 +182,15 @@ async fn malformed_requests_get_errors_naming_the_field_and_change_nothing() {
     let out = c.ctl(&["apply", "-f", file.to_str().unwrap()]);
     let err = stderr(&out);
     assert!(!out.status.success());
-    assert!(err.contains("bad.yaml:12") && err.contains("concurrencyPolicy"), "{err}");
-    assert_eq!(c.ctl_json(&["list"]).as_array().unwrap().len(), 0, "nothing from a refused file is applied");
+    assert!(
+        err.contains("bad.yaml:12") && err.contains("concurrencyPolicy"),
+        "{err}"
+    );
+    assert_eq!(
+        c.ctl_json(&["list"]).as_array().unwrap().len(),
+        0,
+        "nothing from a refused file is applied"
+    );
     let status = c.status(1).await.unwrap();
     assert!(status.leader.is_some());
 }

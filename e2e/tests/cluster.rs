@@ -30,8 +30,14 @@ async fn applied(c: &Cluster, id: u64) -> Option<u64> {
 }
 
 async fn commit_of_leader(c: &Cluster) -> u64 {
-    let l = c.wait_leader(Duration::from_secs(10)).await.expect("leader");
-    c.status(l).await.and_then(|s| s.commit_index).expect("commit index")
+    let l = c
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    c.status(l)
+        .await
+        .and_then(|s| s.commit_index)
+        .expect("commit index")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,14 +46,22 @@ async fn a_three_node_cluster_keeps_every_schedule_through_leader_and_follower_k
     let file = c.path().join("jobs.yaml");
     std::fs::write(&file, jobs_yaml(1000)).unwrap();
     let out = c.ctl(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "apply: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
+    assert!(
+        out.status.success(),
+        "apply: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
     assert_eq!(listed(&c), 1000);
 
     // kill -9 the leader: a new one within 2 s (default timeouts), nothing lost.
     let old = c.wait_leader(Duration::from_secs(5)).await.unwrap();
     c.node(old).kill9();
     let t = Instant::now();
-    let new = c.wait_new_leader(old, Duration::from_secs(10)).await.unwrap_or_else(|| panic!("no new leader\n{}", c.logs()));
+    let new = c
+        .wait_new_leader(old, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no new leader\n{}", c.logs()));
     let gap = t.elapsed();
     println!("leader {old} killed; node {new} leads after {gap:?}");
     assert!(gap < Duration::from_secs(2), "new leader after {gap:?}");
@@ -58,8 +72,15 @@ async fn a_three_node_cluster_keeps_every_schedule_through_leader_and_follower_k
     // The killed node comes back and catches up.
     c.node(old).start(false);
     let target = commit_of_leader(&c).await;
-    let caught = wait_for(Duration::from_secs(15), || async { applied(&c, old).await.filter(|a| *a >= target) }).await;
-    assert!(caught.is_some(), "node {old} did not catch up to {target}\n{}", c.logs());
+    let caught = wait_for(Duration::from_secs(15), || async {
+        applied(&c, old).await.filter(|a| *a >= target)
+    })
+    .await;
+    assert!(
+        caught.is_some(),
+        "node {old} did not catch up to {target}\n{}",
+        c.logs()
+    );
 
     // The same with a follower.
     let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
@@ -67,12 +88,27 @@ async fn a_three_node_cluster_keeps_every_schedule_through_leader_and_follower_k
     c.node(follower).kill9();
     let more = c.path().join("more.yaml");
     std::fs::write(&more, jobs_yaml(1010)).unwrap();
-    assert!(c.ctl(&["apply", "-f", more.to_str().unwrap()]).status.success());
-    assert_eq!(c.wait_leader(Duration::from_secs(2)).await, Some(leader), "killing a follower must not move leadership");
+    assert!(
+        c.ctl(&["apply", "-f", more.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_eq!(
+        c.wait_leader(Duration::from_secs(2)).await,
+        Some(leader),
+        "killing a follower must not move leadership"
+    );
     c.node(follower).start(false);
     let target = commit_of_leader(&c).await;
-    let caught = wait_for(Duration::from_secs(15), || async { applied(&c, follower).await.filter(|a| *a >= target) }).await;
-    assert!(caught.is_some(), "follower {follower} did not catch up\n{}", c.logs());
+    let caught = wait_for(Duration::from_secs(15), || async {
+        applied(&c, follower).await.filter(|a| *a >= target)
+    })
+    .await;
+    assert!(
+        caught.is_some(),
+        "follower {follower} did not catch up\n{}",
+        c.logs()
+    );
     assert_eq!(listed(&c), 1010);
 }
 
@@ -82,7 +118,8 @@ fn upsert(name: &str) -> UpsertRequest {
         name: name.into(),
         uid: format!("uid-{name}"),
         generation: 1,
-        spec_json: r#"{"schedule":"0 0 1 1 *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#.into(),
+        spec_json: r#"{"schedule":"0 0 1 1 *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#
+            .into(),
     }
 }
 
@@ -112,19 +149,30 @@ async fn every_acknowledged_write_survives_killing_all_nodes_at_once() {
     }
     let attempted = writer.await.unwrap();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "only {} writes before the kill", acked.len());
+    assert!(
+        acked.len() > 50,
+        "only {} writes before the kill",
+        acked.len()
+    );
     for id in 1..=3 {
         c.node(id).start(false);
     }
-    c.wait_leader(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("no leader after restart\n{}", c.logs()));
-    let listed: BTreeSet<String> = c.ctl_json(&["list", "-n", "durability"])
+    c.wait_leader(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("no leader after restart\n{}", c.logs()));
+    let listed: BTreeSet<String> = c
+        .ctl_json(&["list", "-n", "durability"])
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["name"].as_str().unwrap().to_string())
         .collect();
     let lost: Vec<_> = acked.difference(&listed).collect();
-    println!("{} writes acknowledged of {attempted} attempted; {} listed after restart", acked.len(), listed.len());
+    println!(
+        "{} writes acknowledged of {attempted} attempted; {} listed after restart",
+        acked.len(),
+        listed.len()
+    );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
 
@@ -133,7 +181,11 @@ async fn a_wiped_node_rejoins_as_a_new_member_and_no_second_cluster_is_bootstrap
     let mut c = Cluster::start(ClusterOptions::default()).await;
     let file = c.path().join("jobs.yaml");
     std::fs::write(&file, jobs_yaml(20)).unwrap();
-    assert!(c.ctl(&["apply", "-f", file.to_str().unwrap()]).status.success());
+    assert!(
+        c.ctl(&["apply", "-f", file.to_str().unwrap()])
+            .status
+            .success()
+    );
     let before = c.status(1).await.unwrap();
     let cluster_id = before.cluster_id.clone();
     assert!(!cluster_id.is_empty());
@@ -143,17 +195,26 @@ async fn a_wiped_node_rejoins_as_a_new_member_and_no_second_cluster_is_bootstrap
     for id in [2, 3, 1] {
         let old_uid = c.status(id).await.unwrap().uid;
         c.node(id).kill9();
-        c.wait_leader(Duration::from_secs(10)).await.expect("a leader among the others");
+        c.wait_leader(Duration::from_secs(10))
+            .await
+            .expect("a leader among the others");
         c.node(id).wipe();
         c.node(id).start(id == 1);
         let rejoined = wait_for(Duration::from_secs(20), || async {
             let s = c.status(id).await?;
             let member = s.members.iter().find(|m| m.id == id)?;
-            (member.uid == s.uid && s.uid != old_uid && member.voter && s.applied_index >= before.applied_index).then_some(s)
+            (member.uid == s.uid
+                && s.uid != old_uid
+                && member.voter
+                && s.applied_index >= before.applied_index)
+                .then_some(s)
         })
         .await
         .unwrap_or_else(|| panic!("node {id} did not rejoin\n{}", c.logs()));
-        assert_eq!(rejoined.cluster_id, cluster_id, "node {id} joined another cluster");
+        assert_eq!(
+            rejoined.cluster_id, cluster_id,
+            "node {id} joined another cluster"
+        );
         assert_eq!(rejoined.schedules, 20);
         let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
         let ls = c.status(leader).await.unwrap();

@@ -22,7 +22,9 @@ async fn every_instant_fires_through_two_leader_kills_and_no_attempt_runs_twice(
             name: format!("s{i:03}"),
             uid: format!("uid-{i:03}"),
             generation: 1,
-            spec_json: serde_json::json!({"schedule": "* * * * * *", "action": {"http": {"url": url}}}).to_string(),
+            spec_json:
+                serde_json::json!({"schedule": "* * * * * *", "action": {"http": {"url": url}}})
+                    .to_string(),
         })
         .collect();
     c.client().upsert_batch(items).await.unwrap();
@@ -37,7 +39,10 @@ async fn every_instant_fires_through_two_leader_kills_and_no_attempt_runs_twice(
     let mut kills = Vec::new();
     for (kill_at, restart_at) in [(15, 20), (35, 40)] {
         at(kill_at).await;
-        let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
+        let leader = c
+            .wait_leader(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no leader\n{}", c.logs()));
         c.node(leader).kill9();
         kills.push((leader, now_ms()));
         at(restart_at).await;
@@ -77,11 +82,22 @@ async fn every_instant_fires_through_two_leader_kills_and_no_attempt_runs_twice(
     }
     let checked = SCHEDULES as i64 * (WINDOW_S + 1);
     println!("kills: {kills:?}");
-    println!("{} ledger records, {checked} instants checked, {} missing, {} doubled", records.len(), missing.len(), doubled.len());
+    println!(
+        "{} ledger records, {checked} instants checked, {} missing, {} doubled",
+        records.len(),
+        missing.len(),
+        doubled.len()
+    );
     println!("Lost-then-retried runs ({}):", retried.len());
     for (id, attempts) in retried.iter().take(50) {
         println!("  {id} attempts {attempts:?}");
     }
-    assert!(missing.is_empty(), "{} instants never executed, e.g. {:?}\n{}", missing.len(), &missing[..missing.len().min(10)], c.logs());
+    assert!(
+        missing.is_empty(),
+        "{} instants never executed, e.g. {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        c.logs()
+    );
     assert!(doubled.is_empty(), "attempts executed twice: {doubled:?}");
 }

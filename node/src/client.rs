@@ -71,7 +71,10 @@ impl Client {
     fn channel_for(&self, addr: &str) -> Result<Channel, ClientError> {
         self.dialer
             .channel(addr)
-            .map_err(|e| ClientError::Endpoint { endpoint: addr.to_string(), reason: e.to_string() })
+            .map_err(|e| ClientError::Endpoint {
+                endpoint: addr.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// Runs `f` against the leader (as far as known), retrying as described above.
@@ -90,7 +93,10 @@ impl Client {
                 Some(c) => c,
                 None => {
                     if self.endpoints.is_empty() {
-                        return Err(ClientError::Endpoint { endpoint: String::new(), reason: "no endpoints".into() });
+                        return Err(ClientError::Endpoint {
+                            endpoint: String::new(),
+                            reason: "no endpoints".into(),
+                        });
                     }
                     let addr = self.endpoints[next_endpoint % self.endpoints.len()].clone();
                     next_endpoint += 1;
@@ -107,7 +113,10 @@ impl Client {
             let status = match result {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(status)) => status,
-                Err(_) => Status::deadline_exceeded(format!("{addr} did not answer within {:?}", self.request_timeout)),
+                Err(_) => Status::deadline_exceeded(format!(
+                    "{addr} did not answer within {:?}",
+                    self.request_timeout
+                )),
             };
             let leader_addr = status
                 .metadata()
@@ -129,11 +138,16 @@ impl Client {
                     *self.current.lock().expect("client lock") = None;
                 }
             }
-            if status.metadata().get(LEADER_ID_HEADER).is_none() && started.elapsed() < self.deadline {
+            if status.metadata().get(LEADER_ID_HEADER).is_none()
+                && started.elapsed() < self.deadline
+            {
                 tracing::debug!(%last, "retrying");
             }
             if started.elapsed() + backoff > self.deadline {
-                return Err(ClientError::Unreachable { deadline: self.deadline, last });
+                return Err(ClientError::Unreachable {
+                    deadline: self.deadline,
+                    last,
+                });
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -145,19 +159,35 @@ impl Client {
         let mut c = SchedulerClient::new(self.channel_for(addr)?);
         let mut req = tonic::Request::new(pb::StatusRequest {});
         req.set_timeout(self.request_timeout);
-        c.status(req).await.map(|r| r.into_inner()).map_err(ClientError::Status)
+        c.status(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(ClientError::Status)
     }
 
-    pub async fn upsert_batch(&self, items: Vec<pb::UpsertRequest>) -> Result<pb::UpsertBatchReply, ClientError> {
+    pub async fn upsert_batch(
+        &self,
+        items: Vec<pb::UpsertRequest>,
+    ) -> Result<pb::UpsertBatchReply, ClientError> {
         self.call(|mut c| {
-            let req = pb::UpsertBatchRequest { items: items.clone() };
+            let req = pb::UpsertBatchRequest {
+                items: items.clone(),
+            };
             async move { c.upsert_batch(req).await }
         })
         .await
     }
 
-    pub async fn delete(&self, namespace: &str, name: &str, uid: &str) -> Result<pb::DeleteReply, ClientError> {
-        let req = pb::DeleteRequest { r#ref: Some(sref(namespace, name)), uid: uid.to_string() };
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<pb::DeleteReply, ClientError> {
+        let req = pb::DeleteRequest {
+            r#ref: Some(sref(namespace, name)),
+            uid: uid.to_string(),
+        };
         self.call(|mut c| {
             let req = req.clone();
             async move { c.delete(req).await }
@@ -166,7 +196,9 @@ impl Client {
     }
 
     pub async fn list(&self, namespace: &str) -> Result<pb::ListReply, ClientError> {
-        let req = pb::ListRequest { namespace: namespace.to_string() };
+        let req = pb::ListRequest {
+            namespace: namespace.to_string(),
+        };
         self.call(|mut c| {
             let req = req.clone();
             async move { c.list(req).await }
@@ -175,7 +207,9 @@ impl Client {
     }
 
     pub async fn runs(&self, namespace: &str, name: &str) -> Result<pb::RunsReply, ClientError> {
-        let req = pb::RunsRequest { r#ref: Some(sref(namespace, name)) };
+        let req = pb::RunsRequest {
+            r#ref: Some(sref(namespace, name)),
+        };
         self.call(|mut c| {
             let req = req.clone();
             async move { c.runs(req).await }
@@ -183,8 +217,14 @@ impl Client {
         .await
     }
 
-    pub async fn trigger(&self, namespace: &str, name: &str) -> Result<pb::TriggerReply, ClientError> {
-        let req = pb::TriggerRequest { r#ref: Some(sref(namespace, name)) };
+    pub async fn trigger(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<pb::TriggerReply, ClientError> {
+        let req = pb::TriggerRequest {
+            r#ref: Some(sref(namespace, name)),
+        };
         self.call(|mut c| {
             let req = req.clone();
             async move { c.trigger(req).await }
@@ -192,8 +232,16 @@ impl Client {
         .await
     }
 
-    pub async fn set_suspend(&self, namespace: &str, name: &str, suspend: bool) -> Result<pb::SetSuspendReply, ClientError> {
-        let req = pb::SetSuspendRequest { r#ref: Some(sref(namespace, name)), suspend };
+    pub async fn set_suspend(
+        &self,
+        namespace: &str,
+        name: &str,
+        suspend: bool,
+    ) -> Result<pb::SetSuspendReply, ClientError> {
+        let req = pb::SetSuspendRequest {
+            r#ref: Some(sref(namespace, name)),
+            suspend,
+        };
         self.call(|mut c| {
             let req = req.clone();
             async move { c.set_suspend(req).await }
@@ -201,7 +249,10 @@ impl Client {
         .await
     }
 
-    pub async fn add_member(&self, req: pb::AddMemberRequest) -> Result<pb::MembersReply, ClientError> {
+    pub async fn add_member(
+        &self,
+        req: pb::AddMemberRequest,
+    ) -> Result<pb::MembersReply, ClientError> {
         self.call(|mut c| {
             let req = req.clone();
             async move { c.add_member(req).await }
@@ -210,14 +261,19 @@ impl Client {
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<pb::MembersReply, ClientError> {
-        self.call(|mut c| async move { c.remove_member(pb::RemoveMemberRequest { id }).await }).await
+        self.call(|mut c| async move { c.remove_member(pb::RemoveMemberRequest { id }).await })
+            .await
     }
 
     pub async fn transfer_leader(&self, to: u64) -> Result<pb::TransferLeaderReply, ClientError> {
-        self.call(|mut c| async move { c.transfer_leader(pb::TransferLeaderRequest { to }).await }).await
+        self.call(|mut c| async move { c.transfer_leader(pb::TransferLeaderRequest { to }).await })
+            .await
     }
 }
 
 pub fn sref(namespace: &str, name: &str) -> pb::ScheduleRef {
-    pb::ScheduleRef { namespace: namespace.to_string(), name: name.to_string() }
+    pb::ScheduleRef {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
 }

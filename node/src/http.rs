@@ -39,24 +39,40 @@ pub async fn serve(ctx: Arc<NodeCtx>, listener: TcpListener, mut stop: watch::Re
 }
 
 async fn metrics(State(ctx): State<Arc<NodeCtx>>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], ctx.metrics.render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
 }
 
 /// Alive: the Raft core runs (a fatal storage error stops it).
 async fn healthz(State(ctx): State<Arc<NodeCtx>>) -> impl IntoResponse {
     match &crate::raft::metrics(&ctx.raft).running_state {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {e}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {e}\n"),
+        ),
     }
 }
 
 /// Ready: a member of a cluster that knows its leader.
 async fn readyz(State(ctx): State<Arc<NodeCtx>>) -> impl IntoResponse {
     let m = crate::raft::metrics(&ctx.raft);
-    let member = m.membership_config.membership().get_node(&m.id).is_some_and(|n| n.uid == ctx.identity.uid);
+    let member = m
+        .membership_config
+        .membership()
+        .get_node(&m.id)
+        .is_some_and(|n| n.uid == ctx.identity.uid);
     match (member, m.current_leader) {
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not a member of a cluster yet\n".to_string()),
-        (true, None) => (StatusCode::SERVICE_UNAVAILABLE, "no leader known\n".to_string()),
+        (false, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not a member of a cluster yet\n".to_string(),
+        ),
+        (true, None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader known\n".to_string(),
+        ),
         (true, Some(l)) => (StatusCode::OK, format!("ok: leader is node {l}\n")),
     }
 }
@@ -116,7 +132,8 @@ async fn schedules(State(ctx): State<Arc<NodeCtx>>) -> Json<Vec<ScheduleView>> {
                 name: s.name.clone(),
                 schedule: s.spec.schedule.clone(),
                 suspend: s.spec.suspend,
-                next_fire: convert::next_fire(&s.spec, now.max(s.claimed_through)).map(raftcron_crds::names::rfc3339_ms),
+                next_fire: convert::next_fire(&s.spec, now.max(s.claimed_through))
+                    .map(raftcron_crds::names::rfc3339_ms),
                 last_schedule: s.last_schedule.map(raftcron_crds::names::rfc3339_ms),
                 succeeded: s.counters.succeeded,
                 failed: s.counters.failed + s.counters.timed_out + s.counters.lost,
@@ -125,7 +142,10 @@ async fn schedules(State(ctx): State<Arc<NodeCtx>>) -> Json<Vec<ScheduleView>> {
     )
 }
 
-async fn runs(State(ctx): State<Arc<NodeCtx>>, Path((namespace, name)): Path<(String, String)>) -> impl IntoResponse {
+async fn runs(
+    State(ctx): State<Arc<NodeCtx>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> impl IntoResponse {
     let d = ctx.sm.read();
     match d.state.get(&Key::new(namespace, name)) {
         Some(s) => {
@@ -142,6 +162,9 @@ async fn runs(State(ctx): State<Arc<NodeCtx>>, Path((namespace, name)): Path<(St
                 .collect();
             (StatusCode::OK, Json(serde_json::Value::Array(runs)))
         }
-        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such schedule"}))),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no such schedule"})),
+        ),
     }
 }

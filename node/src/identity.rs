@@ -26,16 +26,33 @@ struct IdentityFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("the data dir {dir} belongs to node {found}, but this node was started with --id {given}; use that id or another data dir")]
-    IdMismatch { dir: PathBuf, found: NodeId, given: NodeId },
-    #[error("the data dir {dir} holds Raft data but no node.json; it was not created by raftcron-node or was damaged; refusing to start")]
+    #[error(
+        "the data dir {dir} belongs to node {found}, but this node was started with --id {given}; use that id or another data dir"
+    )]
+    IdMismatch {
+        dir: PathBuf,
+        found: NodeId,
+        given: NodeId,
+    },
+    #[error(
+        "the data dir {dir} holds Raft data but no node.json; it was not created by raftcron-node or was damaged; refusing to start"
+    )]
     MissingIdentity { dir: PathBuf },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid node identity file: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// This node's identity, shared by the transport, the API and the join logic.
@@ -54,28 +71,50 @@ impl Identity {
     /// never been used.
     pub fn load_or_create(dir: &Path, id: NodeId, addr: String) -> Result<Self, IdentityError> {
         let path = dir.join(FILE);
-        std::fs::create_dir_all(dir).map_err(|source| IdentityError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| IdentityError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let file = match std::fs::read(&path) {
             Ok(bytes) => {
                 let f: IdentityFile =
-                    serde_json::from_slice(&bytes).map_err(|source| IdentityError::Parse { path: path.clone(), source })?;
+                    serde_json::from_slice(&bytes).map_err(|source| IdentityError::Parse {
+                        path: path.clone(),
+                        source,
+                    })?;
                 if f.id != id {
-                    return Err(IdentityError::IdMismatch { dir: dir.to_path_buf(), found: f.id, given: id });
+                    return Err(IdentityError::IdMismatch {
+                        dir: dir.to_path_buf(),
+                        found: f.id,
+                        given: id,
+                    });
                 }
                 f
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if dir.join("raft-log").exists() || dir.join("snapshot.redb").exists() {
-                    return Err(IdentityError::MissingIdentity { dir: dir.to_path_buf() });
+                    return Err(IdentityError::MissingIdentity {
+                        dir: dir.to_path_buf(),
+                    });
                 }
-                let f = IdentityFile { id, uid: uuid::Uuid::new_v4().to_string(), cluster_id: None };
+                let f = IdentityFile {
+                    id,
+                    uid: uuid::Uuid::new_v4().to_string(),
+                    cluster_id: None,
+                };
                 write_atomically(&path, &f)?;
                 tracing::info!(id, uid = %f.uid, dir = %dir.display(), "created a new node identity");
                 f
             }
             Err(source) => return Err(IdentityError::Read { path, source }),
         };
-        Ok(Self { id, uid: file.uid, addr, dir: dir.to_path_buf(), cluster_id: RwLock::new(file.cluster_id) })
+        Ok(Self {
+            id,
+            uid: file.uid,
+            addr,
+            dir: dir.to_path_buf(),
+            cluster_id: RwLock::new(file.cluster_id),
+        })
     }
 
     pub fn cluster_id(&self) -> Option<String> {
@@ -87,7 +126,11 @@ impl Identity {
         if self.cluster_id().as_deref() == Some(cluster_id) {
             return Ok(());
         }
-        let f = IdentityFile { id: self.id, uid: self.uid.clone(), cluster_id: Some(cluster_id.to_string()) };
+        let f = IdentityFile {
+            id: self.id,
+            uid: self.uid.clone(),
+            cluster_id: Some(cluster_id.to_string()),
+        };
         write_atomically(&self.dir.join(FILE), &f)?;
         *self.cluster_id.write().expect("identity lock") = Some(cluster_id.to_string());
         Ok(())
@@ -97,7 +140,10 @@ impl Identity {
 /// Write to a temporary file, fsync it, rename over the target and fsync the
 /// directory, so a crash leaves either the old or the new file.
 fn write_atomically(path: &Path, f: &IdentityFile) -> Result<(), IdentityError> {
-    let err = |source| IdentityError::Write { path: path.to_path_buf(), source };
+    let err = |source| IdentityError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(f).expect("identity serializes");
     let mut file = std::fs::File::create(&tmp).map_err(err)?;
@@ -105,7 +151,9 @@ fn write_atomically(path: &Path, f: &IdentityFile) -> Result<(), IdentityError> 
     file.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(err)?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
     }
     Ok(())
 }
@@ -122,7 +170,10 @@ mod tests {
         assert_eq!(a.uid, b.uid);
         let other = tempfile::tempdir().unwrap();
         let c = Identity::load_or_create(other.path(), 1, "x:1".into()).unwrap();
-        assert_ne!(a.uid, c.uid, "a wiped (new) data dir must be a new incarnation");
+        assert_ne!(
+            a.uid, c.uid,
+            "a wiped (new) data dir must be a new incarnation"
+        );
     }
 
     #[test]
@@ -130,7 +181,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         Identity::load_or_create(dir.path(), 1, "x:1".into()).unwrap();
         let err = Identity::load_or_create(dir.path(), 2, "x:1".into()).unwrap_err();
-        assert!(matches!(err, IdentityError::IdMismatch { found: 1, given: 2, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                IdentityError::IdMismatch {
+                    found: 1,
+                    given: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

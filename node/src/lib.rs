@@ -10,8 +10,8 @@
 //! ```
 
 pub mod api;
-pub mod client;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod exec;
 pub mod http;

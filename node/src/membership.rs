@@ -20,10 +20,16 @@ use crate::raft::{ProposeError, write_error};
 
 /// Asks the node at `addr` who it is.
 pub async fn probe(ctx: &NodeCtx, addr: &str) -> Result<crate::pb::raft::NodeInfoReply, Status> {
-    let channel = ctx.dialer.channel(addr).map_err(|e| Status::invalid_argument(format!("addr {addr:?}: {e}")))?;
+    let channel = ctx
+        .dialer
+        .channel(addr)
+        .map_err(|e| Status::invalid_argument(format!("addr {addr:?}: {e}")))?;
     let mut req = tonic::Request::new(NodeInfoRequest {});
     req.set_timeout(Duration::from_secs(2));
-    Ok(RaftServiceClient::new(channel).node_info(req).await?.into_inner())
+    Ok(RaftServiceClient::new(channel)
+        .node_info(req)
+        .await?
+        .into_inner())
 }
 
 pub fn propose_status(e: ProposeError) -> Status {
@@ -31,20 +37,32 @@ pub fn propose_status(e: ProposeError) -> Status {
 }
 
 /// Adds (or re-adds, for a new incarnation) node `id`; with `voter`, promotes it.
-pub async fn add_member(ctx: &NodeCtx, id: NodeId, addr: &str, uid: &str, voter: bool) -> Result<(), Status> {
+pub async fn add_member(
+    ctx: &NodeCtx,
+    id: NodeId,
+    addr: &str,
+    uid: &str,
+    voter: bool,
+) -> Result<(), Status> {
     if id == 0 {
         return Err(Status::invalid_argument("id: must be a positive integer"));
     }
     let uid = if uid.is_empty() {
         let info = probe(ctx, addr).await?;
         if info.id != id {
-            return Err(Status::invalid_argument(format!("the node at {addr} is node {}, not node {id}", info.id)));
+            return Err(Status::invalid_argument(format!(
+                "the node at {addr} is node {}, not node {id}",
+                info.id
+            )));
         }
         info.uid
     } else {
         uid.to_string()
     };
-    let member = Member { addr: addr.to_string(), uid: uid.clone() };
+    let member = Member {
+        addr: addr.to_string(),
+        uid: uid.clone(),
+    };
     let metrics = crate::raft::metrics(&ctx.raft);
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -53,7 +71,10 @@ pub async fn add_member(ctx: &NodeCtx, id: NodeId, addr: &str, uid: &str, voter:
             if existing.addr != addr {
                 tracing::info!(id, from = %existing.addr, to = addr, "member address changed");
                 ctx.raft
-                    .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())])), true)
+                    .change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())])),
+                        true,
+                    )
                     .await
                     .map_err(|e| propose_status(write_error(e)))?;
             }
@@ -68,7 +89,10 @@ pub async fn add_member(ctx: &NodeCtx, id: NodeId, addr: &str, uid: &str, voter:
         }
         None => {}
     }
-    ctx.raft.add_learner(id, member, true).await.map_err(|e| propose_status(write_error(e)))?;
+    ctx.raft
+        .add_learner(id, member, true)
+        .await
+        .map_err(|e| propose_status(write_error(e)))?;
     tracing::info!(id, addr, "learner added and caught up");
     if voter {
         promote(ctx, id).await?;
@@ -101,7 +125,10 @@ pub async fn remove_member(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    ctx.raft.change_membership(change, false).await.map_err(|e| propose_status(write_error(e)))?;
+    ctx.raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| propose_status(write_error(e)))?;
     tracing::info!(id, "member removed");
     Ok(())
 }

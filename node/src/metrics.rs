@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::raft::types::RaftMetrics;
@@ -35,22 +36,33 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 
 impl Metrics {
     pub fn new(node_id: u64) -> Self {
-        let registry = Registry::new_custom(None, Some([("node".to_string(), node_id.to_string())].into()))
-            .expect("valid registry");
+        let registry = Registry::new_custom(
+            None,
+            Some([("node".to_string(), node_id.to_string())].into()),
+        )
+        .expect("valid registry");
         let r = &registry;
         let grpc_requests = IntCounterVec::new(
-            Opts::new("raftcron_node_grpc_requests_total", "gRPC requests served, by method and status code"),
+            Opts::new(
+                "raftcron_node_grpc_requests_total",
+                "gRPC requests served, by method and status code",
+            ),
             &["method", "code"],
         )
         .expect("valid metric");
-        r.register(Box::new(grpc_requests.clone())).expect("unique metric");
+        r.register(Box::new(grpc_requests.clone()))
+            .expect("unique metric");
         let grpc_latency = HistogramVec::new(
-            HistogramOpts::new("raftcron_node_grpc_request_duration_seconds", "gRPC request latency, by method")
-                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+            HistogramOpts::new(
+                "raftcron_node_grpc_request_duration_seconds",
+                "gRPC request latency, by method",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
             &["method"],
         )
         .expect("valid metric");
-        r.register(Box::new(grpc_latency.clone())).expect("unique metric");
+        r.register(Box::new(grpc_latency.clone()))
+            .expect("unique metric");
         let fire_lateness = Histogram::with_opts(
             HistogramOpts::new(
                 "raftcron_node_fire_lateness_seconds",
@@ -59,24 +71,56 @@ impl Metrics {
             .buckets(prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets")),
         )
         .expect("valid metric");
-        r.register(Box::new(fire_lateness.clone())).expect("unique metric");
+        r.register(Box::new(fire_lateness.clone()))
+            .expect("unique metric");
         let runs = IntCounterVec::new(
-            Opts::new("raftcron_node_runs_total", "Runs finished on this node while leader, by result"),
+            Opts::new(
+                "raftcron_node_runs_total",
+                "Runs finished on this node while leader, by result",
+            ),
             &["result"],
         )
         .expect("valid metric");
         r.register(Box::new(runs.clone())).expect("unique metric");
-        let retries = prometheus::IntCounter::new("raftcron_node_retries_total", "Attempts started as retries")
-            .expect("valid metric");
-        r.register(Box::new(retries.clone())).expect("unique metric");
+        let retries = prometheus::IntCounter::new(
+            "raftcron_node_retries_total",
+            "Attempts started as retries",
+        )
+        .expect("valid metric");
+        r.register(Box::new(retries.clone()))
+            .expect("unique metric");
         Self {
             term: gauge(r, "raftcron_node_raft_term", "Current Raft term"),
-            is_leader: gauge(r, "raftcron_node_raft_is_leader", "1 when this node is the leader"),
-            commit_index: gauge(r, "raftcron_node_raft_commit_index", "Highest committed log index"),
-            applied_index: gauge(r, "raftcron_node_raft_applied_index", "Highest applied log index"),
-            last_log_index: gauge(r, "raftcron_node_raft_last_log_index", "Last log index stored"),
-            schedules: gauge(r, "raftcron_node_schedules", "Schedules in the replicated state"),
-            active_runs: gauge(r, "raftcron_node_active_runs", "Attempts executing on this node"),
+            is_leader: gauge(
+                r,
+                "raftcron_node_raft_is_leader",
+                "1 when this node is the leader",
+            ),
+            commit_index: gauge(
+                r,
+                "raftcron_node_raft_commit_index",
+                "Highest committed log index",
+            ),
+            applied_index: gauge(
+                r,
+                "raftcron_node_raft_applied_index",
+                "Highest applied log index",
+            ),
+            last_log_index: gauge(
+                r,
+                "raftcron_node_raft_last_log_index",
+                "Last log index stored",
+            ),
+            schedules: gauge(
+                r,
+                "raftcron_node_schedules",
+                "Schedules in the replicated state",
+            ),
+            active_runs: gauge(
+                r,
+                "raftcron_node_active_runs",
+                "Attempts executing on this node",
+            ),
             grpc_requests,
             grpc_latency,
             fire_lateness,
@@ -89,22 +133,32 @@ impl Metrics {
     /// Updates the Raft gauges from openraft's metrics.
     pub fn observe_raft(&self, m: &RaftMetrics) {
         self.term.set(m.current_term as i64);
-        self.is_leader.set(i64::from(m.current_leader == Some(m.id)));
-        self.commit_index.set(m.local_committed.as_ref().map_or(0, |l| l.index as i64));
-        self.applied_index.set(m.last_applied.as_ref().map_or(0, |l| l.index as i64));
-        self.last_log_index.set(m.last_log_index.map_or(0, |i| i as i64));
+        self.is_leader
+            .set(i64::from(m.current_leader == Some(m.id)));
+        self.commit_index
+            .set(m.local_committed.as_ref().map_or(0, |l| l.index as i64));
+        self.applied_index
+            .set(m.last_applied.as_ref().map_or(0, |l| l.index as i64));
+        self.last_log_index
+            .set(m.last_log_index.map_or(0, |i| i as i64));
     }
 
     /// Records one gRPC request.
     pub fn observe_grpc(&self, method: &'static str, started: Instant, code: tonic::Code) {
-        self.grpc_requests.with_label_values(&[method, code_name(code)]).inc();
-        self.grpc_latency.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+        self.grpc_requests
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        self.grpc_latency
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }

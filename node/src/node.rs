@@ -69,7 +69,12 @@ pub enum StartError {
         "this data dir belongs to cluster {mine}, but node {peer} at {addr} belongs to cluster {theirs}; \
          refusing to start with a data dir from another cluster"
     )]
-    ForeignCluster { mine: String, peer: NodeId, addr: String, theirs: String },
+    ForeignCluster {
+        mine: String,
+        peer: NodeId,
+        addr: String,
+        theirs: String,
+    },
     #[error("--peers does not list this node's id {0}")]
     NotInPeers(NodeId),
 }
@@ -96,39 +101,65 @@ pub struct Node {
 
 impl Node {
     /// Starts a node on already-bound listeners (tests bind port 0).
-    pub async fn start(config: NodeConfig, grpc: TcpListener, http: TcpListener) -> Result<Node, StartError> {
+    pub async fn start(
+        config: NodeConfig,
+        grpc: TcpListener,
+        http: TcpListener,
+    ) -> Result<Node, StartError> {
         if !config.peers.contains_key(&config.id) && !config.peers.is_empty() {
             return Err(StartError::NotInPeers(config.id));
         }
-        let identity = Arc::new(Identity::load_or_create(&config.data_dir, config.id, config.advertise.clone())?);
+        let identity = Arc::new(Identity::load_or_create(
+            &config.data_dir,
+            config.id,
+            config.advertise.clone(),
+        )?);
         let client_tls = config.tls.as_ref().map(TlsFiles::client).transpose()?;
         let server_tls = config.tls.as_ref().map(TlsFiles::server).transpose()?;
         let dialer = Dialer::new(client_tls, Duration::from_millis(500));
         check_cluster(&identity, &config, &dialer).await?;
 
         let log = LogStore::open(&config.data_dir.join("raft-log")).map_err(StartError::Storage)?;
-        let sm = StateMachineStore::open(&config.data_dir.join("snapshot.redb"), ChangeFeed::default())
-            .map_err(StartError::Storage)?;
+        let sm = StateMachineStore::open(
+            &config.data_dir.join("snapshot.redb"),
+            ChangeFeed::default(),
+        )
+        .map_err(StartError::Storage)?;
         let raft_config = Arc::new(config.timing.config()?);
         let network = Network::new(identity.clone(), dialer.clone());
         let raft = Raft::new(config.id, raft_config, network, log.clone(), sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let metrics = Arc::new(Metrics::new(config.id));
-        let ctx = Arc::new(NodeCtx { identity, raft, sm, log, metrics, dialer, config });
+        let ctx = Arc::new(NodeCtx {
+            identity,
+            raft,
+            sm,
+            log,
+            metrics,
+            dialer,
+            config,
+        });
 
         let (shutdown, rx) = watch::channel(false);
         let grpc_addr = grpc.local_addr().map_err(StartError::Storage)?;
         let http_addr = http.local_addr().map_err(StartError::Storage)?;
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(serve_grpc(ctx.clone(), grpc, server_tls, rx.clone())));
-        tasks.push(tokio::spawn(crate::http::serve(ctx.clone(), http, rx.clone())));
-        tasks.push(tokio::spawn(watch_metrics(ctx.clone(), rx.clone())));
-        tasks.push(tokio::spawn(keep_cluster_id(ctx.clone(), rx.clone())));
-        tasks.push(tokio::spawn(bootstrap_or_join(ctx.clone(), rx.clone())));
-        tasks.push(tokio::spawn(crate::scheduler::run(ctx.clone(), rx.clone())));
+        let tasks = vec![
+            tokio::spawn(serve_grpc(ctx.clone(), grpc, server_tls, rx.clone())),
+            tokio::spawn(crate::http::serve(ctx.clone(), http, rx.clone())),
+            tokio::spawn(watch_metrics(ctx.clone(), rx.clone())),
+            tokio::spawn(keep_cluster_id(ctx.clone(), rx.clone())),
+            tokio::spawn(bootstrap_or_join(ctx.clone(), rx.clone())),
+            tokio::spawn(crate::scheduler::run(ctx.clone(), rx.clone())),
+        ];
         tracing::info!(id = ctx.identity.id, uid = %ctx.identity.uid, %grpc_addr, %http_addr, "node started");
-        Ok(Node { ctx, shutdown, tasks, grpc_addr, http_addr })
+        Ok(Node {
+            ctx,
+            shutdown,
+            tasks,
+            grpc_addr,
+            http_addr,
+        })
     }
 
     /// Stops serving, then stops Raft. Waits for the background tasks.
@@ -149,9 +180,13 @@ async fn serve_grpc(
     tls: Option<tonic::transport::ServerTlsConfig>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let raft_svc = RaftServiceServer::new(RaftGrpc::new(ctx.raft.clone(), ctx.identity.clone(), ctx.log.clone()))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let raft_svc = RaftServiceServer::new(RaftGrpc::new(
+        ctx.raft.clone(),
+        ctx.identity.clone(),
+        ctx.log.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE)
+    .max_encoding_message_size(MAX_MESSAGE);
     let api_svc = SchedulerServer::new(SchedulerApi::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -179,12 +214,18 @@ async fn serve_grpc(
 
 /// Refuses to start when a reachable peer belongs to a different cluster
 /// than the one recorded in this data dir.
-async fn check_cluster(identity: &Identity, config: &NodeConfig, dialer: &Dialer) -> Result<(), StartError> {
+async fn check_cluster(
+    identity: &Identity,
+    config: &NodeConfig,
+    dialer: &Dialer,
+) -> Result<(), StartError> {
     let Some(mine) = identity.cluster_id() else {
         return Ok(());
     };
     for (id, addr) in config.peers.iter().filter(|(id, _)| **id != config.id) {
-        let Ok(channel) = dialer.channel(addr) else { continue };
+        let Ok(channel) = dialer.channel(addr) else {
+            continue;
+        };
         let mut req = tonic::Request::new(crate::pb::raft::NodeInfoRequest {});
         req.set_timeout(Duration::from_millis(800));
         let client = crate::pb::raft::raft_service_client::RaftServiceClient::new(channel);
@@ -192,7 +233,12 @@ async fn check_cluster(identity: &Identity, config: &NodeConfig, dialer: &Dialer
             && !info.cluster_id.is_empty()
             && info.cluster_id != mine
         {
-            return Err(StartError::ForeignCluster { mine, peer: *id, addr: addr.clone(), theirs: info.cluster_id });
+            return Err(StartError::ForeignCluster {
+                mine,
+                peer: *id,
+                addr: addr.clone(),
+                theirs: info.cluster_id,
+            });
         }
     }
     Ok(())
@@ -246,7 +292,9 @@ async fn keep_cluster_id(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
 /// Whether this node is in the membership under its own uid.
 fn is_member(ctx: &NodeCtx) -> bool {
     let m = crate::raft::metrics(&ctx.raft).membership_config.clone();
-    m.membership().get_node(&ctx.identity.id).is_some_and(|n| n.uid == ctx.identity.uid)
+    m.membership()
+        .get_node(&ctx.identity.id)
+        .is_some_and(|n| n.uid == ctx.identity.uid)
 }
 
 /// A node that has never held Raft state either initializes the cluster
@@ -281,16 +329,33 @@ async fn bootstrap(ctx: &NodeCtx, stop: &mut watch::Receiver<bool>) -> Bootstrap
         if ctx.log.is_initialized() {
             return Bootstrap::Done;
         }
-        let mut members = BTreeMap::from([(me.id, Member { addr: me.addr.clone(), uid: me.uid.clone() })]);
+        let mut members = BTreeMap::from([(
+            me.id,
+            Member {
+                addr: me.addr.clone(),
+                uid: me.uid.clone(),
+            },
+        )]);
         let mut waiting = Vec::new();
         for (id, addr) in ctx.config.peers.iter().filter(|(id, _)| **id != me.id) {
             match membership::probe(ctx, addr).await {
                 Ok(info) if info.id != *id => {
-                    waiting.push(format!("{addr} answers as node {} (expected {id})", info.id));
+                    waiting.push(format!(
+                        "{addr} answers as node {} (expected {id})",
+                        info.id
+                    ));
                 }
-                Ok(info) if info.initialized || !info.cluster_id.is_empty() => return Bootstrap::ClusterExists(*id),
+                Ok(info) if info.initialized || !info.cluster_id.is_empty() => {
+                    return Bootstrap::ClusterExists(*id);
+                }
                 Ok(info) => {
-                    members.insert(*id, Member { addr: addr.clone(), uid: info.uid });
+                    members.insert(
+                        *id,
+                        Member {
+                            addr: addr.clone(),
+                            uid: info.uid,
+                        },
+                    );
                 }
                 Err(e) => waiting.push(format!("node {id} at {addr}: {}", e.message())),
             }
@@ -308,7 +373,7 @@ async fn bootstrap(ctx: &NodeCtx, stop: &mut watch::Receiver<bool>) -> Bootstrap
                 }
             }
         }
-        if attempt % 10 == 0 {
+        if attempt.is_multiple_of(10) {
             tracing::info!(waiting = ?waiting, "bootstrap waits for every peer to answer");
         }
         attempt += 1;
@@ -321,19 +386,34 @@ async fn bootstrap(ctx: &NodeCtx, stop: &mut watch::Receiver<bool>) -> Bootstrap
 
 async fn join(ctx: &NodeCtx, stop: &mut watch::Receiver<bool>) {
     let me = &ctx.identity;
-    let endpoints: Vec<String> = ctx.config.peers.iter().filter(|(id, _)| **id != me.id).map(|(_, a)| a.clone()).collect();
+    let endpoints: Vec<String> = ctx
+        .config
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != me.id)
+        .map(|(_, a)| a.clone())
+        .collect();
     if endpoints.is_empty() {
-        tracing::warn!("no peers to join and not bootstrapping: this node waits to be added by a cluster");
+        tracing::warn!(
+            "no peers to join and not bootstrapping: this node waits to be added by a cluster"
+        );
         return;
     }
     let tls = ctx.config.tls.as_ref().and_then(|t| t.client().ok());
     let client = crate::client::Client::new(endpoints, tls).with_deadline(Duration::from_secs(3));
     let mut attempt = 0u32;
     while !is_member(ctx) {
-        let req = crate::pb::scheduler::AddMemberRequest { id: me.id, addr: me.addr.clone(), uid: me.uid.clone(), voter: true };
+        let req = crate::pb::scheduler::AddMemberRequest {
+            id: me.id,
+            addr: me.addr.clone(),
+            uid: me.uid.clone(),
+            voter: true,
+        };
         match client.add_member(req).await {
             Ok(_) => tracing::info!("joined the cluster"),
-            Err(e) if attempt % 10 == 0 => tracing::info!(error = %e, "asking the cluster to add this node"),
+            Err(e) if attempt.is_multiple_of(10) => {
+                tracing::info!(error = %e, "asking the cluster to add this node")
+            }
             Err(_) => {}
         }
         attempt += 1;
@@ -349,9 +429,13 @@ async fn join(ctx: &NodeCtx, stop: &mut watch::Receiver<bool>) {
 pub async fn transfer_leadership(ctx: &NodeCtx, to: NodeId) -> Result<Option<NodeId>, Status> {
     let m = crate::raft::metrics(&ctx.raft);
     if m.current_leader != Some(ctx.identity.id) {
-        return Err(crate::api::propose_status(crate::raft::ProposeError::NotLeader {
-            leader: m.current_leader.map(|id| (id, m.membership_config.membership().get_node(&id).cloned())),
-        }));
+        return Err(crate::api::propose_status(
+            crate::raft::ProposeError::NotLeader {
+                leader: m
+                    .current_leader
+                    .map(|id| (id, m.membership_config.membership().get_node(&id).cloned())),
+            },
+        ));
     }
     let target = if to != 0 {
         to
@@ -363,7 +447,9 @@ pub async fn transfer_leadership(ctx: &NodeCtx, to: NodeId) -> Result<Option<Nod
             .filter(|id| **id != ctx.identity.id)
             .max_by_key(|id| matched.get(id).cloned().flatten().map(|l| l.index))
             .copied()
-            .ok_or_else(|| Status::failed_precondition("no other voter to transfer leadership to"))?
+            .ok_or_else(|| {
+                Status::failed_precondition("no other voter to transfer leadership to")
+            })?
     };
     ctx.raft
         .trigger()
@@ -373,8 +459,11 @@ pub async fn transfer_leadership(ctx: &NodeCtx, to: NodeId) -> Result<Option<Nod
     use openraft::type_config::async_runtime::watch::WatchReceiver;
     let mut rx = ctx.raft.metrics();
     let me = ctx.identity.id;
-    let waited =
-        tokio::time::timeout(Duration::from_secs(3), rx.wait_until(move |m| m.current_leader.is_some_and(|l| l != me))).await;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(3),
+        rx.wait_until(move |m| m.current_leader.is_some_and(|l| l != me)),
+    )
+    .await;
     match waited {
         Ok(Ok(m)) => Ok(m.current_leader),
         _ => Ok(crate::raft::metrics(&ctx.raft).current_leader),

@@ -9,7 +9,11 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path}: {source}")]
-    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("--tls-cert and --tls-key must be given together")]
     Incomplete,
     #[error("--tls-client-auth needs --tls-ca to verify client certificates")]
@@ -29,7 +33,11 @@ pub struct TlsFiles {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl TlsFiles {
@@ -46,14 +54,20 @@ impl TlsFiles {
                 if client_auth && ca.is_none() {
                     return Err(TlsError::ClientAuthWithoutCa);
                 }
-                Ok(Some(Self { cert, key, ca, client_auth }))
+                Ok(Some(Self {
+                    cert,
+                    key,
+                    ca,
+                    client_auth,
+                }))
             }
             _ => Err(TlsError::Incomplete),
         }
     }
 
     pub fn server(&self) -> Result<ServerTlsConfig, TlsError> {
-        let identity = Identity::from_pem(read("certificate", &self.cert)?, read("key", &self.key)?);
+        let identity =
+            Identity::from_pem(read("certificate", &self.cert)?, read("key", &self.key)?);
         let mut cfg = ServerTlsConfig::new().identity(identity);
         if let (true, Some(ca)) = (self.client_auth, &self.ca) {
             cfg = cfg.client_ca_root(Certificate::from_pem(read("CA certificate", ca)?));
@@ -64,7 +78,8 @@ impl TlsFiles {
     /// Client settings for node-to-node calls: trust `ca`, present our own
     /// certificate so peers requiring mutual TLS accept us.
     pub fn client(&self) -> Result<ClientTlsConfig, TlsError> {
-        let identity = Identity::from_pem(read("certificate", &self.cert)?, read("key", &self.key)?);
+        let identity =
+            Identity::from_pem(read("certificate", &self.cert)?, read("key", &self.key)?);
         let mut cfg = ClientTlsConfig::new().identity(identity);
         if let Some(ca) = &self.ca {
             cfg = cfg.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
@@ -75,7 +90,11 @@ impl TlsFiles {
 
 /// Client-only settings (raftcronctl, the operator): a CA to trust and,
 /// optionally, a client certificate.
-pub fn client_config(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientTlsConfig>, TlsError> {
+pub fn client_config(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<ClientTlsConfig>, TlsError> {
     if ca.is_none() && cert.is_none() && key.is_none() {
         return Ok(None);
     }
@@ -84,7 +103,9 @@ pub fn client_config(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>)
         cfg = cfg.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
     }
     match (cert, key) {
-        (Some(c), Some(k)) => cfg = cfg.identity(Identity::from_pem(read("certificate", c)?, read("key", k)?)),
+        (Some(c), Some(k)) => {
+            cfg = cfg.identity(Identity::from_pem(read("certificate", c)?, read("key", k)?))
+        }
         (None, None) => {}
         _ => return Err(TlsError::Incomplete),
     }

@@ -1,8 +1,8 @@
 //! Conversions between the state machine's types and the scheduler API's
 //! protobuf messages.
 
-use raftcron_crds::schedule::Schedule;
 use raftcron_crds::ScheduledJobSpec;
+use raftcron_crds::schedule::Schedule;
 use tonic::Status;
 
 use crate::pb::scheduler as pb;
@@ -19,7 +19,8 @@ pub fn upsert_from_pb(req: &pb::UpsertRequest) -> Result<UpsertSchedule, Status>
     }
     let spec: ScheduledJobSpec = serde_json::from_str(&req.spec_json)
         .map_err(|e| Status::invalid_argument(format!("spec: {e}")))?;
-    raftcron_crds::validate::validate_spec(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    raftcron_crds::validate::validate_spec(&spec)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(UpsertSchedule {
         namespace: req.namespace.clone(),
         name: req.name.clone(),
@@ -44,7 +45,9 @@ pub fn next_fire(spec: &ScheduledJobSpec, now: Millis) -> Option<Millis> {
     if spec.suspend {
         return None;
     }
-    Schedule::parse(&spec.schedule, spec.time_zone.as_deref()).ok()?.next_after(now)
+    Schedule::parse(&spec.schedule, spec.time_zone.as_deref())
+        .ok()?
+        .next_after(now)
 }
 
 fn counters_to_pb(c: &Counters) -> pb::RunCounters {
@@ -83,7 +86,11 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
         scheduled_ms: r.instant,
         start_ms: r.start,
         end_ms: r.end,
-        node: if r.node == 0 { String::new() } else { r.node.to_string() },
+        node: if r.node == 0 {
+            String::new()
+        } else {
+            r.node.to_string()
+        },
         attempt: r.attempt,
         result: r.phase.as_str().to_string(),
         message: r.message.clone().unwrap_or_default(),
@@ -100,7 +107,10 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
 pub fn runs_to_pb(s: &ScheduleRecord) -> Vec<pb::Run> {
     let mut runs: Vec<&RunRecord> = s.active.iter().chain(s.history.iter()).collect();
     runs.sort_by(|a, b| b.instant.cmp(&a.instant).then(b.run_id.cmp(&a.run_id)));
-    runs.into_iter().filter(|r| r.phase != Phase::Claimed || r.kind == RunKind::Manual).map(run_to_pb).collect()
+    runs.into_iter()
+        .filter(|r| r.phase != Phase::Claimed || r.kind == RunKind::Manual)
+        .map(run_to_pb)
+        .collect()
 }
 
 pub fn members_to_pb(m: &RaftMetrics) -> Vec<pb::Member> {
@@ -117,7 +127,12 @@ pub fn members_to_pb(m: &RaftMetrics) -> Vec<pb::Member> {
         .collect()
 }
 
-pub fn status_to_pb(m: &RaftMetrics, uid: &str, cluster_id: Option<String>, schedules: usize) -> pb::StatusReply {
+pub fn status_to_pb(
+    m: &RaftMetrics,
+    uid: &str,
+    cluster_id: Option<String>,
+    schedules: usize,
+) -> pb::StatusReply {
     let members = members_to_pb(m);
     let is_voter = members.iter().any(|x| x.id == m.id && x.voter);
     let state = match m.state {

@@ -33,7 +33,10 @@ pub fn propose_status(e: ProposeError) -> Status {
                 if let Ok(v) = MetadataValue::try_from(id.to_string()) {
                     s.metadata_mut().insert(LEADER_ID_HEADER, v);
                 }
-                if let Some(Ok(v)) = member.as_ref().map(|m| MetadataValue::try_from(m.addr.as_str())) {
+                if let Some(Ok(v)) = member
+                    .as_ref()
+                    .map(|m| MetadataValue::try_from(m.addr.as_str()))
+                {
                     s.metadata_mut().insert(LEADER_ADDR_HEADER, v);
                 }
             }
@@ -49,11 +52,17 @@ fn unexpected(r: SmResponse) -> Status {
 }
 
 fn key_of(r: &Option<pb::ScheduleRef>) -> Result<Key, Status> {
-    let r = r.as_ref().ok_or_else(|| Status::invalid_argument("ref: required"))?;
+    let r = r
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("ref: required"))?;
     if r.name.is_empty() {
         return Err(Status::invalid_argument("ref.name: required"));
     }
-    let ns = if r.namespace.is_empty() { "default" } else { &r.namespace };
+    let ns = if r.namespace.is_empty() {
+        "default"
+    } else {
+        &r.namespace
+    };
     Ok(Key::new(ns, &r.name))
 }
 
@@ -70,20 +79,33 @@ impl SchedulerApi {
         propose(&self.ctx.raft, cmd).await.map_err(propose_status)
     }
 
-    fn observe<T>(&self, method: &'static str, started: Instant, r: Result<T, Status>) -> Result<Response<T>, Status> {
+    fn observe<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        r: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
         let code = r.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
         self.ctx.metrics.observe_grpc(method, started, code);
         r.map(Response::new)
     }
 
-    async fn upsert_items(&self, reqs: &[pb::UpsertRequest]) -> Result<Vec<pb::UpsertReply>, Status> {
+    async fn upsert_items(
+        &self,
+        reqs: &[pb::UpsertRequest],
+    ) -> Result<Vec<pb::UpsertReply>, Status> {
         let mut items = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.iter().enumerate() {
             let item = convert::upsert_from_pb(r).map_err(|s| {
                 if reqs.len() == 1 {
                     s
                 } else {
-                    Status::invalid_argument(format!("items[{i}] ({}/{}): {}", r.namespace, r.name, s.message()))
+                    Status::invalid_argument(format!(
+                        "items[{i}] ({}/{}): {}",
+                        r.namespace,
+                        r.name,
+                        s.message()
+                    ))
                 }
             })?;
             items.push(item);
@@ -106,25 +128,47 @@ impl SchedulerApi {
 
 #[tonic::async_trait]
 impl Scheduler for SchedulerApi {
-    async fn upsert(&self, req: Request<pb::UpsertRequest>) -> Result<Response<pb::UpsertReply>, Status> {
+    async fn upsert(
+        &self,
+        req: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::UpsertReply>, Status> {
         let t = Instant::now();
-        let r = self.upsert_items(std::slice::from_ref(req.get_ref())).await.map(|mut v| v.remove(0));
+        let r = self
+            .upsert_items(std::slice::from_ref(req.get_ref()))
+            .await
+            .map(|mut v| v.remove(0));
         self.observe("Upsert", t, r)
     }
 
-    async fn upsert_batch(&self, req: Request<pb::UpsertBatchRequest>) -> Result<Response<pb::UpsertBatchReply>, Status> {
+    async fn upsert_batch(
+        &self,
+        req: Request<pb::UpsertBatchRequest>,
+    ) -> Result<Response<pb::UpsertBatchReply>, Status> {
         let t = Instant::now();
-        let r = self.upsert_items(&req.get_ref().items).await.map(|replies| pb::UpsertBatchReply { replies });
+        let r = self
+            .upsert_items(&req.get_ref().items)
+            .await
+            .map(|replies| pb::UpsertBatchReply { replies });
         self.observe("UpsertBatch", t, r)
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteReply>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteReply>, Status> {
         let t = Instant::now();
         let r = async {
             let req = req.into_inner();
             let key = key_of(&req.r#ref)?;
             let uid = (!req.uid.is_empty()).then_some(req.uid);
-            match self.write(Command::Delete { namespace: key.namespace, name: key.name, uid }).await? {
+            match self
+                .write(Command::Delete {
+                    namespace: key.namespace,
+                    name: key.name,
+                    uid,
+                })
+                .await?
+            {
                 SmResponse::Delete { existed } => Ok(pb::DeleteReply { existed }),
                 r => Err(unexpected(r)),
             }
@@ -148,14 +192,24 @@ impl Scheduler for SchedulerApi {
         self.observe("List", t, Ok(pb::ListReply { schedules }))
     }
 
-    async fn set_suspend(&self, req: Request<pb::SetSuspendRequest>) -> Result<Response<pb::SetSuspendReply>, Status> {
+    async fn set_suspend(
+        &self,
+        req: Request<pb::SetSuspendRequest>,
+    ) -> Result<Response<pb::SetSuspendReply>, Status> {
         let t = Instant::now();
         let r = async {
             let req = req.into_inner();
             let key = key_of(&req.r#ref)?;
-            let cmd = Command::SetSuspend { namespace: key.namespace.clone(), name: key.name.clone(), suspend: req.suspend, now: now_ms() };
+            let cmd = Command::SetSuspend {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                suspend: req.suspend,
+                now: now_ms(),
+            };
             match self.write(cmd).await? {
-                SmResponse::SetSuspend { found: false, .. } => Err(Status::not_found(format!("no schedule {key}"))),
+                SmResponse::SetSuspend { found: false, .. } => {
+                    Err(Status::not_found(format!("no schedule {key}")))
+                }
                 SmResponse::SetSuspend { changed, .. } => Ok(pb::SetSuspendReply { changed }),
                 r => Err(unexpected(r)),
             }
@@ -164,7 +218,10 @@ impl Scheduler for SchedulerApi {
         self.observe("SetSuspend", t, r)
     }
 
-    async fn trigger(&self, req: Request<pb::TriggerRequest>) -> Result<Response<pb::TriggerReply>, Status> {
+    async fn trigger(
+        &self,
+        req: Request<pb::TriggerRequest>,
+    ) -> Result<Response<pb::TriggerReply>, Status> {
         let t = Instant::now();
         let r = async {
             let key = key_of(&req.get_ref().r#ref)?;
@@ -177,7 +234,10 @@ impl Scheduler for SchedulerApi {
                 now: now_ms(),
             };
             match self.write(cmd).await? {
-                SmResponse::Trigger(Ok((run_id, scheduled_ms))) => Ok(pb::TriggerReply { run_id, scheduled_ms }),
+                SmResponse::Trigger(Ok((run_id, scheduled_ms))) => Ok(pb::TriggerReply {
+                    run_id,
+                    scheduled_ms,
+                }),
                 SmResponse::Trigger(Err(msg)) => Err(Status::not_found(msg)),
                 r => Err(unexpected(r)),
             }
@@ -190,34 +250,57 @@ impl Scheduler for SchedulerApi {
         let t = Instant::now();
         let r = key_of(&req.get_ref().r#ref).and_then(|key| {
             let d = self.ctx.sm.read();
-            let s = d.state.get(&key).ok_or_else(|| Status::not_found(format!("no schedule {key}")))?;
-            Ok(pb::RunsReply { runs: convert::runs_to_pb(s) })
+            let s = d
+                .state
+                .get(&key)
+                .ok_or_else(|| Status::not_found(format!("no schedule {key}")))?;
+            Ok(pb::RunsReply {
+                runs: convert::runs_to_pb(s),
+            })
         });
         self.observe("Runs", t, r)
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
         let t = Instant::now();
         let m = crate::raft::metrics(&self.ctx.raft);
         let n = self.ctx.sm.read().state.len();
-        let reply = convert::status_to_pb(&m, &self.ctx.identity.uid, self.ctx.identity.cluster_id(), n);
+        let reply = convert::status_to_pb(
+            &m,
+            &self.ctx.identity.uid,
+            self.ctx.identity.cluster_id(),
+            n,
+        );
         self.observe("Status", t, Ok(reply))
     }
 
-    async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MembersReply>, Status> {
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembersReply>, Status> {
         let t = Instant::now();
         let req = req.into_inner();
         let r = membership::add_member(&self.ctx, req.id, &req.addr, &req.uid, req.voter)
             .await
-            .map(|()| pb::MembersReply { members: convert::members_to_pb(&crate::raft::metrics(&self.ctx.raft)) });
+            .map(|()| pb::MembersReply {
+                members: convert::members_to_pb(&crate::raft::metrics(&self.ctx.raft)),
+            });
         self.observe("AddMember", t, r)
     }
 
-    async fn remove_member(&self, req: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::MembersReply>, Status> {
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembersReply>, Status> {
         let t = Instant::now();
         let r = membership::remove_member(&self.ctx, req.get_ref().id)
             .await
-            .map(|()| pb::MembersReply { members: convert::members_to_pb(&crate::raft::metrics(&self.ctx.raft)) });
+            .map(|()| pb::MembersReply {
+                members: convert::members_to_pb(&crate::raft::metrics(&self.ctx.raft)),
+            });
         self.observe("RemoveMember", t, r)
     }
 

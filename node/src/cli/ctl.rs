@@ -11,10 +11,20 @@ use crate::pb::scheduler as pb;
 use raftcron_crds::names::rfc3339_ms;
 
 #[derive(Parser, Debug)]
-#[command(name = "raftcronctl", version, about = "Control a raftcron scheduler cluster")]
+#[command(
+    name = "raftcronctl",
+    version,
+    about = "Control a raftcron scheduler cluster"
+)]
 pub struct CtlCli {
     /// gRPC address of any node (HOST:PORT); several, comma separated, are tried in turn.
-    #[arg(long, env = "RAFTCRON_ENDPOINT", value_delimiter = ',', default_value = "127.0.0.1:7001", global = true)]
+    #[arg(
+        long,
+        env = "RAFTCRON_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001",
+        global = true
+    )]
     pub endpoint: Vec<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
@@ -94,7 +104,9 @@ pub enum MemberAction {
 /// Splits `NAMESPACE/NAME`; a bare `NAME` is in `default`.
 pub fn parse_target(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok((ns.into(), name.into())),
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.into(), name.into()))
+        }
         None if !s.is_empty() => Ok(("default".into(), s.into())),
         _ => bail!("{s:?}: expected NAMESPACE/NAME"),
     }
@@ -109,10 +121,18 @@ pub fn derived_uid(namespace: &str, name: &str) -> String {
 
 /// The upsert request for a parsed ScheduledJob.
 pub fn upsert_request(job: &raftcron_crds::ScheduledJob) -> pb::UpsertRequest {
-    let namespace = job.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = job
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = job.metadata.name.clone().unwrap_or_default();
     pb::UpsertRequest {
-        uid: job.metadata.uid.clone().unwrap_or_else(|| derived_uid(&namespace, &name)),
+        uid: job
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| derived_uid(&namespace, &name)),
         generation: job.metadata.generation.unwrap_or(0),
         spec_json: serde_json::to_string(&job.spec).expect("spec serializes"),
         namespace,
@@ -129,7 +149,11 @@ fn print_json(v: serde_json::Value) {
 }
 
 pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
-    let tls = crate::tls::client_config(cli.tls_ca.as_deref(), cli.tls_cert.as_deref(), cli.tls_key.as_deref())?;
+    let tls = crate::tls::client_config(
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+    )?;
     let client = Client::new(cli.endpoint.clone(), tls);
     let json_out = cli.output == Output::Json;
     match cli.command {
@@ -146,14 +170,35 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                 }));
             } else {
                 println!("node:      {} ({})", s.id, s.state);
-                println!("leader:    {}", s.leader.map_or("none".into(), |l| l.to_string()));
+                println!(
+                    "leader:    {}",
+                    s.leader.map_or("none".into(), |l| l.to_string())
+                );
                 println!("term:      {}", s.term);
-                println!("committed: {}", s.commit_index.map_or("-".into(), |i| i.to_string()));
-                println!("applied:   {}", s.applied_index.map_or("-".into(), |i| i.to_string()));
+                println!(
+                    "committed: {}",
+                    s.commit_index.map_or("-".into(), |i| i.to_string())
+                );
+                println!(
+                    "applied:   {}",
+                    s.applied_index.map_or("-".into(), |i| i.to_string())
+                );
                 println!("schedules: {}", s.schedules);
-                println!("cluster:   {}", if s.cluster_id.is_empty() { "-" } else { &s.cluster_id });
+                println!(
+                    "cluster:   {}",
+                    if s.cluster_id.is_empty() {
+                        "-"
+                    } else {
+                        &s.cluster_id
+                    }
+                );
                 for m in &s.members {
-                    println!("member:    {} {} {}", m.id, m.addr, if m.voter { "voter" } else { "learner" });
+                    println!(
+                        "member:    {} {} {}",
+                        m.id,
+                        m.addr,
+                        if m.voter { "voter" } else { "learner" }
+                    );
                 }
             }
         }
@@ -172,9 +217,19 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                         .collect(),
                 ));
             } else {
-                println!("{:<20} {:<32} {:<20} {:<8} {:<26}", "NAMESPACE", "NAME", "SCHEDULE", "SUSPEND", "NEXT FIRE");
+                println!(
+                    "{:<20} {:<32} {:<20} {:<8} {:<26}",
+                    "NAMESPACE", "NAME", "SCHEDULE", "SUSPEND", "NEXT FIRE"
+                );
                 for s in &list.schedules {
-                    println!("{:<20} {:<32} {:<20} {:<8} {:<26}", s.namespace, s.name, s.schedule, s.suspend, ts(s.next_fire_ms));
+                    println!(
+                        "{:<20} {:<32} {:<20} {:<8} {:<26}",
+                        s.namespace,
+                        s.name,
+                        s.schedule,
+                        s.suspend,
+                        ts(s.next_fire_ms)
+                    );
                 }
             }
         }
@@ -194,10 +249,21 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                         .collect(),
                 ));
             } else {
-                println!("{:<26} {:<13} {:>7} {:>5} {:>9}  {}", "SCHEDULED", "RESULT", "ATTEMPT", "NODE", "LATENESS", "RUN ID");
+                println!(
+                    "{:<26} {:<13} {:>7} {:>5} {:>9}  RUN ID",
+                    "SCHEDULED", "RESULT", "ATTEMPT", "NODE", "LATENESS"
+                );
                 for r in &runs.runs {
                     let late = r.lateness_ms.map_or("-".into(), |l| format!("{l}ms"));
-                    println!("{:<26} {:<13} {:>7} {:>5} {:>9}  {}", rfc3339_ms(r.scheduled_ms), r.result, r.attempt, r.node, late, r.run_id);
+                    println!(
+                        "{:<26} {:<13} {:>7} {:>5} {:>9}  {}",
+                        rfc3339_ms(r.scheduled_ms),
+                        r.result,
+                        r.attempt,
+                        r.node,
+                        late,
+                        r.run_id
+                    );
                 }
             }
         }
@@ -205,7 +271,9 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             let (ns, name) = parse_target(&target)?;
             let r = client.trigger(&ns, &name).await?;
             if json_out {
-                print_json(json!({"run_id": r.run_id, "scheduled_time": rfc3339_ms(r.scheduled_ms)}));
+                print_json(
+                    json!({"run_id": r.run_id, "scheduled_time": rfc3339_ms(r.scheduled_ms)}),
+                );
             } else {
                 println!("triggered {ns}/{name}: run {}", r.run_id);
             }
@@ -215,7 +283,14 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             let (ns, name) = parse_target(target)?;
             let r = client.set_suspend(&ns, &name, suspend).await?;
             let verb = if suspend { "suspended" } else { "resumed" };
-            println!("{ns}/{name} {}", if r.changed { verb.to_string() } else { format!("already {verb}") });
+            println!(
+                "{ns}/{name} {}",
+                if r.changed {
+                    verb.to_string()
+                } else {
+                    format!("already {verb}")
+                }
+            );
         }
         Command::Apply { file } => {
             let jobs = raftcron_crds::yaml::load_path(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -227,7 +302,9 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             for chunk in items.chunks(1000) {
                 let reply = client.upsert_batch(chunk.to_vec()).await.context("apply")?;
                 for (req, r) in chunk.iter().zip(reply.replies) {
-                    let outcome = match pb::UpsertOutcome::try_from(r.outcome).unwrap_or(pb::UpsertOutcome::Unspecified) {
+                    let outcome = match pb::UpsertOutcome::try_from(r.outcome)
+                        .unwrap_or(pb::UpsertOutcome::Unspecified)
+                    {
                         pb::UpsertOutcome::Created => "created",
                         pb::UpsertOutcome::Updated => "configured",
                         pb::UpsertOutcome::Unchanged => "unchanged",
@@ -259,7 +336,14 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
         Command::Member { action } => {
             let reply = match action {
                 MemberAction::Add { id, addr, learner } => {
-                    client.add_member(pb::AddMemberRequest { id, addr, uid: String::new(), voter: !learner }).await?
+                    client
+                        .add_member(pb::AddMemberRequest {
+                            id,
+                            addr,
+                            uid: String::new(),
+                            voter: !learner,
+                        })
+                        .await?
                 }
                 MemberAction::Remove { id } => client.remove_member(id).await?,
             };
@@ -267,7 +351,10 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
         }
         Command::TransferLeader { to } => {
             let r = client.transfer_leader(to).await?;
-            println!("leader: {}", r.leader.map_or("unknown".into(), |l| l.to_string()));
+            println!(
+                "leader: {}",
+                r.leader.map_or("unknown".into(), |l| l.to_string())
+            );
         }
     }
     Ok(())
@@ -276,11 +363,20 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
 fn print_members(members: &[pb::Member], json_out: bool) {
     if json_out {
         print_json(serde_json::Value::Array(
-            members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "uid": m.uid, "voter": m.voter})).collect(),
+            members
+                .iter()
+                .map(|m| json!({"id": m.id, "addr": m.addr, "uid": m.uid, "voter": m.voter}))
+                .collect(),
         ));
     } else {
         for m in members {
-            println!("{:<4} {:<24} {:<8} {}", m.id, m.addr, if m.voter { "voter" } else { "learner" }, m.uid);
+            println!(
+                "{:<4} {:<24} {:<8} {}",
+                m.id,
+                m.addr,
+                if m.voter { "voter" } else { "learner" },
+                m.uid
+            );
         }
     }
 }

@@ -51,7 +51,16 @@ pub struct LocalArgs {
 }
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
-    let LocalArgs { nodes, data_dir, base_port, target, no_target, scheduler, log_format, paths } = args;
+    let LocalArgs {
+        nodes,
+        data_dir,
+        base_port,
+        target,
+        no_target,
+        scheduler,
+        log_format,
+        paths,
+    } = args;
     super::init_logging(log_format);
     if std::env::var_os("RAFTCRON_LOG").is_none() {
         // The run lines on stdout are the point of local mode; keep logs to warnings.
@@ -64,32 +73,56 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             let req = super::ctl::upsert_request(&job);
             let key = format!("{}/{}", req.namespace, req.name);
             if let Some(prev) = seen.insert(key.clone(), file.clone()) {
-                bail!("{key} is defined in both {} and {}", prev.display(), file.display());
+                bail!(
+                    "{key} is defined in both {} and {}",
+                    prev.display(),
+                    file.display()
+                );
             }
             jobs.push(req);
         }
     }
     let temp = match &data_dir {
         Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("raftcron-local-").tempdir()?),
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("raftcron-local-")
+                .tempdir()?,
+        ),
     };
-    let root = data_dir.clone().unwrap_or_else(|| temp.as_ref().expect("temp dir").path().to_path_buf());
+    let root = data_dir
+        .clone()
+        .unwrap_or_else(|| temp.as_ref().expect("temp dir").path().to_path_buf());
     let scheduler = scheduler.into_config()?;
     let (target_stop, target_rx) = tokio::sync::oneshot::channel::<()>();
     let target_task = if no_target {
         None
     } else {
-        let listener = super::run::bind(&target, "the example target; pass --no-target to go without").await?;
+        let listener = super::run::bind(
+            &target,
+            "the example target; pass --no-target to go without",
+        )
+        .await?;
         println!("example target on http://{}", listener.local_addr()?);
-        Some(tokio::spawn(crate::target::serve(listener, None, async move {
-            let _ = target_rx.await;
-        })))
+        Some(tokio::spawn(crate::target::serve(
+            listener,
+            None,
+            async move {
+                let _ = target_rx.await;
+            },
+        )))
     };
 
     let mut listeners = Vec::new();
     let mut peers = BTreeMap::new();
     for id in 1..=nodes {
-        let port = |off: u64| if base_port == 0 { 0 } else { base_port as u64 + off };
+        let port = |off: u64| {
+            if base_port == 0 {
+                0
+            } else {
+                base_port as u64 + off
+            }
+        };
         let grpc = super::run::bind(&format!("127.0.0.1:{}", port(id)), "gRPC").await?;
         let http = super::run::bind(&format!("127.0.0.1:{}", port(100 + id)), "HTTP").await?;
         peers.insert(id, grpc.local_addr()?.to_string());
@@ -107,17 +140,39 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             tls: None,
             scheduler: scheduler.clone(),
         };
-        running.push(Node::start(config, grpc, http).await.with_context(|| format!("starting node {id}"))?);
+        running.push(
+            Node::start(config, grpc, http)
+                .await
+                .with_context(|| format!("starting node {id}"))?,
+        );
     }
     for n in &running {
-        println!("node {} gRPC {} HTTP http://{}", n.ctx.identity.id, n.grpc_addr, n.http_addr);
+        println!(
+            "node {} gRPC {} HTTP http://{}",
+            n.ctx.identity.id, n.grpc_addr, n.http_addr
+        );
     }
-    let client = Client::new(peers.values().cloned().collect(), None).with_deadline(Duration::from_secs(30));
+    let client =
+        Client::new(peers.values().cloned().collect(), None).with_deadline(Duration::from_secs(30));
     if !jobs.is_empty() {
-        let reply = client.upsert_batch(jobs.clone()).await.context("loading the ScheduledJobs")?;
-        println!("loaded {} ScheduledJob(s) from {}", reply.replies.len(), paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        let reply = client
+            .upsert_batch(jobs.clone())
+            .await
+            .context("loading the ScheduledJobs")?;
+        println!(
+            "loaded {} ScheduledJob(s) from {}",
+            reply.replies.len(),
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    println!("raftcronctl --endpoint {} list   # in another terminal; Ctrl-C stops the cluster", peers[&1]);
+    println!(
+        "raftcronctl --endpoint {} list   # in another terminal; Ctrl-C stops the cluster",
+        peers[&1]
+    );
     let printer = tokio::spawn(print_runs(running[0].ctx.sm.clone()));
     super::shutdown_signal().await;
     printer.abort();
@@ -147,7 +202,11 @@ async fn print_runs(sm: StateMachineStore) {
             let schedules: Vec<_> = if dirty.all {
                 d.state.schedules().collect()
             } else {
-                dirty.uids.iter().filter_map(|u| d.state.get_by_uid(u)).collect()
+                dirty
+                    .uids
+                    .iter()
+                    .filter_map(|u| d.state.get_by_uid(u))
+                    .collect()
             };
             for s in schedules {
                 for r in s.active.iter().chain(s.history.iter()) {
@@ -176,8 +235,14 @@ async fn print_runs(sm: StateMachineStore) {
 
 /// A line for a finished run, or a retry about to happen.
 fn run_line(job: &str, r: &RunRecord) -> Option<String> {
-    let late = r.lateness_ms().map_or("-".to_string(), |l| format!("{l}ms"));
-    let node = if r.node == 0 { "-".to_string() } else { r.node.to_string() };
+    let late = r
+        .lateness_ms()
+        .map_or("-".to_string(), |l| format!("{l}ms"));
+    let node = if r.node == 0 {
+        "-".to_string()
+    } else {
+        r.node.to_string()
+    };
     match r.phase {
         Phase::Done(result) => Some(format!(
             "{}  {:<36} {:<10} late {:>6}  attempt {} node {}{}",
@@ -187,7 +252,11 @@ fn run_line(job: &str, r: &RunRecord) -> Option<String> {
             late,
             r.attempt,
             node,
-            r.message.as_deref().filter(|m| !m.is_empty()).map(|m| format!("  ({m})")).unwrap_or_default()
+            r.message
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!("  ({m})"))
+                .unwrap_or_default()
         )),
         Phase::RetryPending { at } => Some(format!(
             "{}  {:<36} {:<10} late {:>6}  attempt {} node {}  (retry at {})",

@@ -72,20 +72,31 @@ pub struct RunArgs {
 }
 
 fn parse_peer(s: &str) -> Result<(NodeId, String), String> {
-    let (id, addr) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ID=HOST:PORT"))?;
-    let id: NodeId = id.trim().parse().map_err(|_| format!("{s:?}: {id:?} is not a positive integer"))?;
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ID=HOST:PORT"))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {id:?} is not a positive integer"))?;
     if id == 0 {
         return Err(format!("{s:?}: node ids start at 1"));
     }
     let addr = addr.trim();
-    if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+    if addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
         return Err(format!("{s:?}: {addr:?} is not HOST:PORT"));
     }
     Ok((id, addr.to_string()))
 }
 
 pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -118,7 +129,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if bootstrap && !peer_map.contains_key(&id) {
         bail!("--bootstrap needs --peers to include this node ({id}=HOST:PORT)");
     }
-    let advertise = advertise.or_else(|| peer_map.get(&id).cloned()).unwrap_or_else(|| listen.clone());
+    let advertise = advertise
+        .or_else(|| peer_map.get(&id).cloned())
+        .unwrap_or_else(|| listen.clone());
     let timing = RaftTiming {
         heartbeat,
         election_min: election_timeout_min,
@@ -143,7 +156,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("stopping");
     if node.ctx.raft.is_leader() {
         // Hand over before going away so the next fire is not delayed by an election.
-        let _ = tokio::time::timeout(Duration::from_secs(2), crate::node::transfer_leadership(&node.ctx, 0)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            crate::node::transfer_leadership(&node.ctx, 0),
+        )
+        .await;
     }
     node.shutdown().await;
     Ok(())

@@ -49,13 +49,22 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok(message: Option<String>) -> Self {
-        Self { outcome: AttemptOutcome::Succeeded, message }
+        Self {
+            outcome: AttemptOutcome::Succeeded,
+            message,
+        }
     }
     pub fn failed(message: impl Into<String>) -> Self {
-        Self { outcome: AttemptOutcome::Failed, message: Some(truncate(message.into())) }
+        Self {
+            outcome: AttemptOutcome::Failed,
+            message: Some(truncate(message.into())),
+        }
     }
     pub fn timed_out(after: Duration) -> Self {
-        Self { outcome: AttemptOutcome::TimedOut, message: Some(format!("timed out after {after:?}")) }
+        Self {
+            outcome: AttemptOutcome::TimedOut,
+            message: Some(format!("timed out after {after:?}")),
+        }
     }
 }
 
@@ -101,21 +110,34 @@ pub struct Executors {
 impl Executors {
     pub fn new(settings: ExecSettings, secrets: Option<Arc<dyn SecretResolver>>) -> Self {
         let http = http::HttpExecutor::new(settings.http_policy.clone());
-        Self { settings, http, secrets }
+        Self {
+            settings,
+            http,
+            secrets,
+        }
     }
 
     /// Runs one attempt until it finishes, times out or is cancelled.
-    pub async fn run(&self, spec: &ScheduledJobSpec, attempt: &Attempt, cancel: CancellationToken) -> Outcome {
+    pub async fn run(
+        &self,
+        spec: &ScheduledJobSpec,
+        attempt: &Attempt,
+        cancel: CancellationToken,
+    ) -> Outcome {
         let work = async {
             if let Some(h) = &spec.action.http {
                 self.http.run(h, attempt, self.secrets.as_deref()).await
             } else if let Some(e) = &spec.action.exec {
                 if !self.settings.exec_enabled {
-                    return Outcome::failed("exec actions are disabled on this node (start it with --enable-exec)");
+                    return Outcome::failed(
+                        "exec actions are disabled on this node (start it with --enable-exec)",
+                    );
                 }
                 process::run(e, attempt).await
             } else if spec.action.job.is_some() {
-                Outcome::failed("job actions need Kubernetes; this node runs without a Kubernetes API")
+                Outcome::failed(
+                    "job actions need Kubernetes; this node runs without a Kubernetes API",
+                )
             } else {
                 Outcome::failed("the spec has no action")
             }

@@ -58,12 +58,16 @@ use types::{ClientWriteError, Member, NodeId, Raft, RaftError};
 pub enum ProposeError {
     /// This node is not the leader; the leader is named when known.
     #[error("not the leader{}", leader_hint(.leader))]
-    NotLeader { leader: Option<(NodeId, Option<Member>)> },
+    NotLeader {
+        leader: Option<(NodeId, Option<Member>)>,
+    },
     /// The entry was appended but leadership changed before it committed; it
     /// may or may not have been applied. Every command is idempotent, so a
     /// retry is safe.
     #[error("leadership changed before the write was confirmed; retry{}", leader_hint(.leader))]
-    Discarded { leader: Option<(NodeId, Option<Member>)> },
+    Discarded {
+        leader: Option<(NodeId, Option<Member>)>,
+    },
     #[error("membership change refused: {0}")]
     Membership(String),
     #[error("the Raft node has stopped: {0}")]
@@ -88,14 +92,18 @@ pub async fn propose(raft: &Raft, cmd: Command) -> Result<Response, ProposeError
 
 pub fn write_error(e: RaftError<ClientWriteError>) -> ProposeError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            ProposeError::NotLeader { leader: f.leader_id.map(|id| (id, f.leader_node)) }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader: f.leader_id.map(|id| (id, f.leader_node)),
+        },
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => ProposeError::Discarded {
+            leader: f.leader_id.map(|id| (id, f.leader_node)),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ProposeError::Membership(c.to_string())
         }
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
-            ProposeError::Discarded { leader: f.leader_id.map(|id| (id, f.leader_node)) }
+        RaftError::APIError(ClientWriteError::PreconditionFailed(p)) => {
+            ProposeError::Membership(p.to_string())
         }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ProposeError::Membership(c.to_string()),
-        RaftError::APIError(ClientWriteError::PreconditionFailed(p)) => ProposeError::Membership(p.to_string()),
         RaftError::Fatal(f) => ProposeError::Stopped(f.to_string()),
     }
 }

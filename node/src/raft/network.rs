@@ -38,7 +38,10 @@ pub struct Dialer {
 
 impl Dialer {
     pub fn new(tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
-        Self { tls, connect_timeout }
+        Self {
+            tls,
+            connect_timeout,
+        }
     }
 
     /// A lazily connecting channel to `addr` (`host:port`).
@@ -67,7 +70,11 @@ pub struct Network {
 
 impl Network {
     pub fn new(identity: Arc<Identity>, dialer: Dialer) -> Self {
-        Self { identity, dialer, channels: Arc::default() }
+        Self {
+            identity,
+            dialer,
+            channels: Arc::default(),
+        }
     }
 
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
@@ -87,8 +94,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        let client = self.channel(target, &node.addr).map(RaftServiceClient::new).map_err(|e| e.to_string());
-        PeerClient { from: self.identity.clone(), target, member: node.clone(), client }
+        let client = self
+            .channel(target, &node.addr)
+            .map(RaftServiceClient::new)
+            .map_err(|e| e.to_string());
+        PeerClient {
+            from: self.identity.clone(),
+            target,
+            member: node.clone(),
+            client,
+        }
     }
 }
 
@@ -123,20 +138,32 @@ impl PeerClient {
 
     fn rpc_error(&self, action: RPCTypes, timeout: Duration, status: Status) -> RPCError {
         match status.code() {
-            Code::DeadlineExceeded | Code::Cancelled => {
-                RPCError::Timeout(Timeout { action, id: self.from.id, target: self.target, timeout })
-            }
+            Code::DeadlineExceeded | Code::Cancelled => RPCError::Timeout(Timeout {
+                action,
+                id: self.from.id,
+                target: self.target,
+                timeout,
+            }),
             // Connection refused or reset, or the peer is another incarnation
             // or another cluster: back off instead of hammering it.
-            Code::Unavailable | Code::FailedPrecondition | Code::Unknown => {
-                RPCError::Unreachable(Unreachable::new(&AnyError::error(describe(self.target, &status))))
-            }
-            _ => RPCError::Network(NetworkError::new(&AnyError::error(describe(self.target, &status)))),
+            Code::Unavailable | Code::FailedPrecondition | Code::Unknown => RPCError::Unreachable(
+                Unreachable::new(&AnyError::error(describe(self.target, &status))),
+            ),
+            _ => RPCError::Network(NetworkError::new(&AnyError::error(describe(
+                self.target,
+                &status,
+            )))),
         }
     }
 
     /// Sends one unary RPC and decodes `Result<Resp, RaftError>`.
-    async fn unary<Req, Resp, F, Fut>(&self, action: RPCTypes, req: &Req, option: &RPCOption, call: F) -> Result<Resp, RPCError>
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
@@ -147,9 +174,11 @@ impl PeerClient {
         let timeout = option.soft_ttl();
         let mut request = tonic::Request::new(self.envelope(payload));
         request.set_timeout(timeout);
-        let reply = call(self.client()?, request).await.map_err(|s| self.rpc_error(action, timeout, s))?;
-        let result: Result<Resp, RaftError> =
-            wire::decode(&reply.into_inner().payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = call(self.client()?, request)
+            .await
+            .map_err(|s| self.rpc_error(action, timeout, s))?;
+        let result: Result<Resp, RaftError> = wire::decode(&reply.into_inner().payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         // The remote Raft is shutting down or hit a fatal storage error: treat
         // it like an unreachable node.
         result.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
@@ -163,18 +192,42 @@ fn describe(target: NodeId, status: &Status) -> String {
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotData;
 
-    async fn append_entries(&mut self, rpc: AppendEntriesRequest, option: RPCOption) -> Result<AppendEntriesResponse, RPCError> {
-        self.unary(RPCTypes::AppendEntries, &rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RPCError> {
+        self.unary(
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+            |mut c, r| async move { c.append_entries(r).await },
+        )
+        .await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
-        self.unary(RPCTypes::Vote, &rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
+        self.unary(RPCTypes::Vote, &rpc, &option, |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
     }
 
     /// Implemented, not defaulted: the trait's default grants every pre-vote,
     /// which would silently disable pre-vote.
-    async fn pre_vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
-        self.unary(RPCTypes::Vote, &rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
+        self.unary(RPCTypes::Vote, &rpc, &option, |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -182,8 +235,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse, RPCError> {
-        self.unary(RPCTypes::TransferLeader, &req, &option, |mut c, r| async move { c.transfer_leader(r).await })
-            .await
+        self.unary(
+            RPCTypes::TransferLeader,
+            &req,
+            &option,
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
+        .await
     }
 
     async fn full_snapshot(
@@ -193,10 +251,24 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError> {
-        let header = wire::encode(&(&vote, &snapshot.meta)).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let mut chunks = vec![SnapshotChunk { envelope: Some(self.envelope(header)), data: Vec::new() }];
-        chunks.extend(snapshot.snapshot.chunks(SNAPSHOT_CHUNK).map(|d| SnapshotChunk { envelope: None, data: d.to_vec() }));
-        let mut client = self.client().map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        let header = wire::encode(&(&vote, &snapshot.meta))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let mut chunks = vec![SnapshotChunk {
+            envelope: Some(self.envelope(header)),
+            data: Vec::new(),
+        }];
+        chunks.extend(
+            snapshot
+                .snapshot
+                .chunks(SNAPSHOT_CHUNK)
+                .map(|d| SnapshotChunk {
+                    envelope: None,
+                    data: d.to_vec(),
+                }),
+        );
+        let mut client = self
+            .client()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         // The whole transfer shares one deadline, scaled for its size.
         let timeout = option.soft_ttl() + Duration::from_millis(50 * chunks.len() as u64);
         let mut request = tonic::Request::new(futures::stream::iter(chunks));
@@ -206,12 +278,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             r = send => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
-        let reply = reply.map_err(|s| match self.rpc_error(RPCTypes::InstallSnapshot, timeout, s) {
-            RPCError::Timeout(t) => StreamingError::Timeout(t),
-            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-            RPCError::Network(n) => StreamingError::Network(n),
-            RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
-        })?;
+        let reply =
+            reply.map_err(
+                |s| match self.rpc_error(RPCTypes::InstallSnapshot, timeout, s) {
+                    RPCError::Timeout(t) => StreamingError::Timeout(t),
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    RPCError::Network(n) => StreamingError::Network(n),
+                    RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+                },
+            )?;
         let result: Result<SnapshotResponse, RaftError> = wire::decode(&reply.into_inner().payload)
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))

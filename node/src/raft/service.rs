@@ -25,7 +25,11 @@ pub struct RaftGrpc {
 
 impl RaftGrpc {
     pub fn new(raft: Raft, identity: Arc<Identity>, log: LogStore) -> Self {
-        Self { raft, identity, log }
+        Self {
+            raft,
+            identity,
+            log,
+        }
     }
 
     /// A request for another node id, another incarnation of this id (this
@@ -61,12 +65,16 @@ impl RaftGrpc {
 
     fn decode<T: serde::de::DeserializeOwned>(&self, env: &Envelope) -> Result<T, Status> {
         self.check(env)?;
-        wire::decode(&env.payload).map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))
+        wire::decode(&env.payload)
+            .map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))
     }
 }
 
-fn reply<T: serde::Serialize, E: serde::Serialize>(r: Result<T, E>) -> Result<Response<Reply>, Status> {
-    let payload = wire::encode(&r).map_err(|e| Status::internal(format!("encoding a Raft reply: {e}")))?;
+fn reply<T: serde::Serialize, E: serde::Serialize>(
+    r: Result<T, E>,
+) -> Result<Response<Reply>, Status> {
+    let payload =
+        wire::encode(&r).map_err(|e| Status::internal(format!("encoding a Raft reply: {e}")))?;
     Ok(Response::new(Reply { payload }))
 }
 
@@ -92,13 +100,18 @@ impl RaftService for RaftGrpc {
         reply(self.raft.handle_transfer_leader(rpc).await)
     }
 
-    async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Reply>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Reply>, Status> {
         let mut stream = req.into_inner();
         let first = stream
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let env = first.envelope.ok_or_else(|| Status::invalid_argument("first snapshot chunk has no envelope"))?;
+        let env = first
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no envelope"))?;
         let (vote, meta): (Vote, SnapshotMeta) = self.decode(&env)?;
         let mut data = first.data;
         while let Some(chunk) = stream.next().await {
@@ -112,11 +125,22 @@ impl RaftService for RaftGrpc {
         // inconsistent snapshot; a malformed one is refused here instead.
         crate::store::StateMachineStore::decode(&data)
             .map_err(|e| Status::invalid_argument(format!("malformed snapshot: {e}")))?;
-        let snapshot = Snapshot { meta, snapshot: data };
-        reply(self.raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::<openraft::errors::Infallible>::Fatal))
+        let snapshot = Snapshot {
+            meta,
+            snapshot: data,
+        };
+        reply(
+            self.raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(RaftError::<openraft::errors::Infallible>::Fatal),
+        )
     }
 
-    async fn node_info(&self, _req: Request<NodeInfoRequest>) -> Result<Response<NodeInfoReply>, Status> {
+    async fn node_info(
+        &self,
+        _req: Request<NodeInfoRequest>,
+    ) -> Result<Response<NodeInfoReply>, Status> {
         let me = &self.identity;
         Ok(Response::new(NodeInfoReply {
             id: me.id,

@@ -55,7 +55,12 @@ pub struct LeaderTerm {
 }
 
 impl LeaderTerm {
-    pub fn new(ctx: Arc<NodeCtx>, term: u64, executors: Arc<Executors>, cancel: CancellationToken) -> Self {
+    pub fn new(
+        ctx: Arc<NodeCtx>,
+        term: u64,
+        executors: Arc<Executors>,
+        cancel: CancellationToken,
+    ) -> Self {
         let settings = ctx.config.scheduler.plan;
         // Followers refuse to elect anyone for a lease after the last heartbeat;
         // starting only within 80 % of the shortest one keeps clear of it.
@@ -80,14 +85,22 @@ impl LeaderTerm {
     }
 
     fn leader_id(&self) -> LeaderId {
-        LeaderId { term: self.term, node_id: self.ctx.identity.id }
+        LeaderId {
+            term: self.term,
+            node_id: self.ctx.identity.id,
+        }
     }
 
     pub async fn run(mut self) {
         let takeover = now_ms();
         let feed = self.ctx.sm.feed().subscribe();
         // See everything the previous leaders committed before deciding anything.
-        if let Err(e) = self.ctx.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        if let Err(e) = self
+            .ctx
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+        {
             tracing::info!(term = self.term, error = %e, "not leading after all");
             return;
         }
@@ -96,8 +109,12 @@ impl LeaderTerm {
             return;
         }
         tracing::info!(term = self.term, "fire loop started");
-        let (recorder, recorder_task) =
-            Recorder::spawn(self.ctx.raft.clone(), self.term, self.ctx.identity.id, self.cancel.clone());
+        let (recorder, recorder_task) = Recorder::spawn(
+            self.ctx.raft.clone(),
+            self.term,
+            self.ctx.identity.id,
+            self.cancel.clone(),
+        );
         let (claim_err_tx, mut claim_err_rx) = mpsc::unbounded_channel::<String>();
         let tick = Duration::from_millis((self.settings.lookahead_ms / 4).max(25) as u64);
         let mut next_claim = tokio::time::Instant::now();
@@ -139,7 +156,10 @@ impl LeaderTerm {
         let skew = self.ctx.config.scheduler.max_clock_skew_ms;
         let events: Vec<RunEvent> = {
             let d = self.ctx.sm.read();
-            d.state.schedules().flat_map(|s| plan::takeover(s, self.term, takeover, skew)).collect()
+            d.state
+                .schedules()
+                .flat_map(|s| plan::takeover(s, self.term, takeover, skew))
+                .collect()
         };
         if events.is_empty() {
             return Ok(());
@@ -148,10 +168,24 @@ impl LeaderTerm {
             RunEvent::Lost { started: true, .. } => (l + 1, w),
             _ => (l, w + 1),
         });
-        tracing::info!(term = self.term, lost, written_off, "settling runs left by the previous leader");
+        tracing::info!(
+            term = self.term,
+            lost,
+            written_off,
+            "settling runs left by the previous leader"
+        );
         for chunk in events.chunks(MAX_CLAIMS_PER_ENTRY) {
-            let cmd = Command::Record { term: self.term, node: self.ctx.identity.id, events: chunk.to_vec() };
-            self.ctx.raft.write(cmd).with_leader(self.leader_id()).await.map_err(|e| ProposeError::Stopped(e.to_string()))?;
+            let cmd = Command::Record {
+                term: self.term,
+                node: self.ctx.identity.id,
+                events: chunk.to_vec(),
+            };
+            self.ctx
+                .raft
+                .write(cmd)
+                .with_leader(self.leader_id())
+                .await
+                .map_err(|e| ProposeError::Stopped(e.to_string()))?;
         }
         // A linearizable read after the writes waits until they are applied here.
         self.ctx
@@ -226,7 +260,8 @@ impl LeaderTerm {
             if let Some(p) = plan::pending_start(run)
                 && self.queued.insert((run.run_id.clone(), p.attempt))
             {
-                self.queue.insert((p.at, run.run_id.clone(), p.attempt), s.uid.clone());
+                self.queue
+                    .insert((p.at, run.run_id.clone(), p.attempt), s.uid.clone());
             }
         }
     }
@@ -246,8 +281,12 @@ impl LeaderTerm {
                 }
                 self.due.pop_first();
                 self.due_of.remove(&uid);
-                let Some(s) = d.state.get_by_uid(&uid) else { continue };
-                let Some(p) = self.parsed_for(s) else { continue };
+                let Some(s) = d.state.get_by_uid(&uid) else {
+                    continue;
+                };
+                let Some(p) = self.parsed_for(s) else {
+                    continue;
+                };
                 fires.extend(plan::claims(s, &p, now, &self.settings));
             }
         }
@@ -255,18 +294,31 @@ impl LeaderTerm {
             return;
         }
         for chunk in fires.chunks(MAX_CLAIMS_PER_ENTRY) {
-            let cmd = Command::Claim { term: self.term, node: self.ctx.identity.id, now, fires: chunk.to_vec() };
+            let cmd = Command::Claim {
+                term: self.term,
+                node: self.ctx.identity.id,
+                now,
+                fires: chunk.to_vec(),
+            };
             let raft = self.ctx.raft.clone();
             let leader = self.leader_id();
             let err_tx = err_tx.clone();
             tokio::spawn(async move {
                 let (responder, done) = openraft::impls::ProgressResponder::complete_only();
-                let r = match raft.write(cmd).with_leader(leader).responder(responder).await {
+                let r = match raft
+                    .write(cmd)
+                    .with_leader(leader)
+                    .responder(responder)
+                    .await
+                {
                     Err(e) => Err(e.to_string()),
                     Ok(()) => match done.await {
                         Ok(Ok(resp)) => match resp.data {
                             Response::Claim(outcomes) => {
-                                let dup = outcomes.iter().filter(|o| **o != crate::sm::ClaimOutcome::Claimed).count();
+                                let dup = outcomes
+                                    .iter()
+                                    .filter(|o| **o != crate::sm::ClaimOutcome::Claimed)
+                                    .count();
                                 if dup > 0 {
                                     tracing::debug!(dup, "fires already claimed");
                                 }
@@ -274,7 +326,9 @@ impl LeaderTerm {
                             }
                             other => Err(format!("unexpected claim response {other:?}")),
                         },
-                        Ok(Err(e)) => Err(write_error(openraft::errors::RaftError::APIError(e)).to_string()),
+                        Ok(Err(e)) => {
+                            Err(write_error(openraft::errors::RaftError::APIError(e)).to_string())
+                        }
                         Err(_) => Err("raft stopped".to_string()),
                     },
                 };
@@ -294,7 +348,11 @@ impl LeaderTerm {
     fn lease_valid(&self) -> bool {
         use openraft::Instant as _;
         match self.ctx.raft.as_leader() {
-            Ok(l) => l.leader_id().term == self.term && l.last_quorum_acked().is_some_and(|t| t.elapsed() < self.lease),
+            Ok(l) => {
+                l.leader_id().term == self.term
+                    && l.last_quorum_acked()
+                        .is_some_and(|t| t.elapsed() < self.lease)
+            }
             Err(_) => false,
         }
     }
@@ -302,7 +360,9 @@ impl LeaderTerm {
     /// Starts everything due now; spins through the last moments before an
     /// instant so the start is not late by a timer tick.
     async fn dispatch(&mut self, recorder: &Recorder) {
-        let Some((&(first_at, _, _), _)) = self.queue.first_key_value() else { return };
+        let Some((&(first_at, _, _), _)) = self.queue.first_key_value() else {
+            return;
+        };
         let lead_us = first_at * 1000 - now_us();
         if lead_us > SPIN_US {
             return;
@@ -337,8 +397,12 @@ impl LeaderTerm {
         let ctx = self.ctx.clone();
         let d = ctx.sm.read();
         for (uid, run_id, attempt) in due {
-            let Some(s) = d.state.get_arc_by_uid(&uid) else { continue };
-            let Some(run) = s.active.iter().find(|r| r.run_id == run_id) else { continue };
+            let Some(s) = d.state.get_arc_by_uid(&uid) else {
+                continue;
+            };
+            let Some(run) = s.active.iter().find(|r| r.run_id == run_id) else {
+                continue;
+            };
             if plan::pending_start(run).map(|p| p.attempt) != Some(attempt) {
                 continue; // settled meanwhile (replaced, deleted, already started)
             }
@@ -370,12 +434,18 @@ impl LeaderTerm {
                 self.ctx.metrics.retries.inc();
             }
             recorder.record(RunEvent::Started {
-                run: RunRef { uid: uid.clone(), run_id: run_id.clone() },
+                run: RunRef {
+                    uid: uid.clone(),
+                    run_id: run_id.clone(),
+                },
                 attempt,
                 at: started_us / 1000,
             });
             let token = self.cancel.child_token();
-            if let Some((_, old)) = self.running.insert(run_id.clone(), (attempt, token.clone())) {
+            if let Some((_, old)) = self
+                .running
+                .insert(run_id.clone(), (attempt, token.clone()))
+            {
                 old.cancel();
             }
             let a = Attempt {
@@ -395,7 +465,13 @@ impl LeaderTerm {
                 if token.is_cancelled() {
                     return; // replaced, deleted or leadership moved: not ours to record
                 }
-                let _ = done_tx.send(Done { uid, run_id: a.run_id, attempt: a.attempt, outcome, at: now_ms() });
+                let _ = done_tx.send(Done {
+                    uid,
+                    run_id: a.run_id,
+                    attempt: a.attempt,
+                    outcome,
+                    at: now_ms(),
+                });
             });
         }
     }
@@ -408,7 +484,10 @@ impl LeaderTerm {
             _ => return,
         }
         let e = RunEvent::Finished {
-            run: RunRef { uid: d.uid, run_id: d.run_id },
+            run: RunRef {
+                uid: d.uid,
+                run_id: d.run_id,
+            },
             attempt: d.attempt,
             outcome: d.outcome.outcome,
             at: d.at,
@@ -420,7 +499,9 @@ impl LeaderTerm {
 
     fn count(&self, e: &RunEvent) {
         let result = match e {
-            RunEvent::Finished { outcome, .. } => crate::sm::runs::FinalResult::from_outcome(*outcome).as_str(),
+            RunEvent::Finished { outcome, .. } => {
+                crate::sm::runs::FinalResult::from_outcome(*outcome).as_str()
+            }
             RunEvent::Missed { .. } => "Missed",
             RunEvent::Skipped { .. } => "Skipped",
             RunEvent::Replaced { .. } => "Replaced",

@@ -52,7 +52,14 @@ pub struct SchedulerArgs {
 
 impl SchedulerArgs {
     pub fn into_config(self) -> anyhow::Result<SchedulerConfig> {
-        let SchedulerArgs { enable_exec, http_deny, http_deny_loopback, lookahead, catch_up_window, max_clock_skew } = self;
+        let SchedulerArgs {
+            enable_exec,
+            http_deny,
+            http_deny_loopback,
+            lookahead,
+            catch_up_window,
+            max_clock_skew,
+        } = self;
         let mut deny = match http_deny {
             Some(s) => parse_cidrs(&s).map_err(|e| anyhow::anyhow!("--http-deny: {e}"))?,
             None => default_deny(),
@@ -64,7 +71,10 @@ impl SchedulerArgs {
             anyhow::bail!("--lookahead must be at least 100ms");
         }
         Ok(SchedulerConfig {
-            exec: ExecSettings { exec_enabled: enable_exec, http_policy: HttpPolicy { deny } },
+            exec: ExecSettings {
+                exec_enabled: enable_exec,
+                http_policy: HttpPolicy { deny },
+            },
             plan: plan::PlanSettings {
                 lookahead_ms: lookahead.as_millis() as i64,
                 catch_up_ms: catch_up_window.as_millis() as i64,
@@ -85,7 +95,12 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
-            exec: ExecSettings { exec_enabled: false, http_policy: HttpPolicy { deny: default_deny() } },
+            exec: ExecSettings {
+                exec_enabled: false,
+                http_policy: HttpPolicy {
+                    deny: default_deny(),
+                },
+            },
             plan: plan::PlanSettings::default(),
             max_clock_skew_ms: 50,
         }
@@ -102,7 +117,9 @@ pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
         if m.current_leader == Some(m.id) && m.state == openraft::ServerState::Leader {
             let term = m.current_term;
             let cancel = tokio_util::sync::CancellationToken::new();
-            let task = tokio::spawn(leader::LeaderTerm::new(ctx.clone(), term, executors.clone(), cancel.clone()).run());
+            let task = tokio::spawn(
+                leader::LeaderTerm::new(ctx.clone(), term, executors.clone(), cancel.clone()).run(),
+            );
             // Until this term ends.
             loop {
                 tokio::select! {

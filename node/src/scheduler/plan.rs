@@ -23,14 +23,23 @@ pub struct PlanSettings {
 
 impl Default for PlanSettings {
     fn default() -> Self {
-        Self { lookahead_ms: 1000, catch_up_ms: 30_000, max_instants: 10_000 }
+        Self {
+            lookahead_ms: 1000,
+            catch_up_ms: 30_000,
+            max_instants: 10_000,
+        }
     }
 }
 
 /// The fires to claim for one schedule, in instant order: every instant in
 /// `(claimed_through, now + lookahead]`, each to run or, compressed into
 /// ranges, recorded as missed.
-pub fn claims(s: &ScheduleRecord, schedule: &Schedule, now: Millis, set: &PlanSettings) -> Vec<FireClaim> {
+pub fn claims(
+    s: &ScheduleRecord,
+    schedule: &Schedule,
+    now: Millis,
+    set: &PlanSettings,
+) -> Vec<FireClaim> {
     if s.spec.suspend {
         return Vec::new();
     }
@@ -38,7 +47,10 @@ pub fn claims(s: &ScheduleRecord, schedule: &Schedule, now: Millis, set: &PlanSe
     let instants = schedule.fires_between(s.claimed_through, horizon, set.max_instants);
     let deadline = s.spec.starting_deadline_ms();
     // Instants missed during downtime (too late to run as merely late).
-    let downtime: Vec<bool> = instants.iter().map(|&i| now - i > set.catch_up_ms).collect();
+    let downtime: Vec<bool> = instants
+        .iter()
+        .map(|&i| now - i > set.catch_up_ms)
+        .collect();
     let last_downtime = downtime.iter().rposition(|d| *d);
     let mut out: Vec<FireClaim> = Vec::new();
     let mut missed_run: u64 = 0;
@@ -58,17 +70,29 @@ pub fn claims(s: &ScheduleRecord, schedule: &Schedule, now: Millis, set: &PlanSe
         if run {
             if missed_run > 0 {
                 let prev = instants[idx - 1];
-                out.push(FireClaim { uid: s.uid.clone(), instant: prev, disposition: Disposition::Missed { count: missed_run } });
+                out.push(FireClaim {
+                    uid: s.uid.clone(),
+                    instant: prev,
+                    disposition: Disposition::Missed { count: missed_run },
+                });
                 missed_run = 0;
             }
-            out.push(FireClaim { uid: s.uid.clone(), instant, disposition: Disposition::Run });
+            out.push(FireClaim {
+                uid: s.uid.clone(),
+                instant,
+                disposition: Disposition::Run,
+            });
         } else {
             missed_run += 1;
         }
     }
     if missed_run > 0 {
         let last = *instants.last().expect("non-empty when a range is open");
-        out.push(FireClaim { uid: s.uid.clone(), instant: last, disposition: Disposition::Missed { count: missed_run } });
+        out.push(FireClaim {
+            uid: s.uid.clone(),
+            instant: last,
+            disposition: Disposition::Missed { count: missed_run },
+        });
     }
     out
 }
@@ -93,8 +117,14 @@ pub struct Pending {
 /// certainly unstarted, whoever claimed them.
 pub fn pending_start(run: &RunRecord) -> Option<Pending> {
     match run.phase {
-        Phase::Claimed => Some(Pending { at: run.instant, attempt: run.attempt + 1 }),
-        Phase::RetryPending { at } => Some(Pending { at, attempt: run.attempt + 1 }),
+        Phase::Claimed => Some(Pending {
+            at: run.instant,
+            attempt: run.attempt + 1,
+        }),
+        Phase::RetryPending { at } => Some(Pending {
+            at,
+            attempt: run.attempt + 1,
+        }),
         _ => None,
     }
 }
@@ -110,31 +140,59 @@ pub enum StartDecision {
 /// Decides, at `now`, whether attempt `attempt` of `run` starts, given the
 /// schedule's current spec and its other runs.
 pub fn at_start(s: &ScheduleRecord, run: &RunRecord, now: Millis) -> StartDecision {
-    let r = RunRef { uid: s.uid.clone(), run_id: run.run_id.clone() };
+    let r = RunRef {
+        uid: s.uid.clone(),
+        run_id: run.run_id.clone(),
+    };
     let first = run.phase == Phase::Claimed;
     if first && s.spec.suspend {
-        return StartDecision::Events(vec![RunEvent::Skipped { run: r, at: now, reason: SkipReason::Suspended }], false);
+        return StartDecision::Events(
+            vec![RunEvent::Skipped {
+                run: r,
+                at: now,
+                reason: SkipReason::Suspended,
+            }],
+            false,
+        );
     }
-    if first && s.spec.starting_deadline_ms().is_some_and(|d| now - run.instant > d) {
+    if first
+        && s.spec
+            .starting_deadline_ms()
+            .is_some_and(|d| now - run.instant > d)
+    {
         return StartDecision::Events(vec![RunEvent::Missed { run: r, at: now }], false);
     }
     if !first {
         return StartDecision::Start;
     }
-    let others: Vec<&RunRecord> = s.active.iter().filter(|o| o.run_id != run.run_id && o.phase.is_active()).collect();
+    let others: Vec<&RunRecord> = s
+        .active
+        .iter()
+        .filter(|o| o.run_id != run.run_id && o.phase.is_active())
+        .collect();
     if others.is_empty() {
         return StartDecision::Start;
     }
     match s.spec.concurrency_policy {
         ConcurrencyPolicy::Allow => StartDecision::Start,
         ConcurrencyPolicy::Forbid => StartDecision::Events(
-            vec![RunEvent::Skipped { run: r, at: now, reason: SkipReason::ConcurrencyForbid }],
+            vec![RunEvent::Skipped {
+                run: r,
+                at: now,
+                reason: SkipReason::ConcurrencyForbid,
+            }],
             false,
         ),
         ConcurrencyPolicy::Replace => StartDecision::Events(
             others
                 .iter()
-                .map(|o| RunEvent::Replaced { run: RunRef { uid: s.uid.clone(), run_id: o.run_id.clone() }, at: now })
+                .map(|o| RunEvent::Replaced {
+                    run: RunRef {
+                        uid: s.uid.clone(),
+                        run_id: o.run_id.clone(),
+                    },
+                    at: now,
+                })
                 .collect(),
             true,
         ),
@@ -150,20 +208,43 @@ pub fn at_start(s: &ScheduleRecord, run: &RunRecord, now: Millis) -> StartDecisi
 /// its attempt is written off (`Lost`, not counted against `maxAttempts`)
 /// and it runs again as the next attempt. A recorded start without a result
 /// is `Lost` and retried per policy.
-pub fn takeover(s: &ScheduleRecord, term: u64, takeover: Millis, max_skew: Millis) -> Vec<RunEvent> {
+pub fn takeover(
+    s: &ScheduleRecord,
+    term: u64,
+    takeover: Millis,
+    max_skew: Millis,
+) -> Vec<RunEvent> {
     let mut events = Vec::new();
     for run in &s.active {
-        let r = RunRef { uid: s.uid.clone(), run_id: run.run_id.clone() };
+        let r = RunRef {
+            uid: s.uid.clone(),
+            run_id: run.run_id.clone(),
+        };
         match run.phase {
             Phase::Running if run.term < term => {
-                events.push(RunEvent::Lost { run: r, attempt: run.attempt, at: takeover, started: true });
+                events.push(RunEvent::Lost {
+                    run: r,
+                    attempt: run.attempt,
+                    at: takeover,
+                    started: true,
+                });
             }
             Phase::Claimed if run.claimed_term < term && run.instant < takeover - max_skew => {
-                events.push(RunEvent::Lost { run: r, attempt: run.attempt + 1, at: takeover, started: false });
+                events.push(RunEvent::Lost {
+                    run: r,
+                    attempt: run.attempt + 1,
+                    at: takeover,
+                    started: false,
+                });
             }
             // A retry due before the takeover may have been started by the old leader too.
             Phase::RetryPending { at } if at < takeover - max_skew && run.term < term => {
-                events.push(RunEvent::Lost { run: r, attempt: run.attempt + 1, at: takeover, started: false });
+                events.push(RunEvent::Lost {
+                    run: r,
+                    attempt: run.attempt + 1,
+                    at: takeover,
+                    started: false,
+                });
             }
             _ => {}
         }

@@ -29,15 +29,29 @@ impl Recorder {
         let _ = self.tx.send(e);
     }
 
-    pub fn spawn(raft: Raft, term: u64, node: NodeId, cancel: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        raft: Raft,
+        term: u64,
+        node: NodeId,
+        cancel: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(raft, term, node, rx, cancel));
         (Self { tx }, task)
     }
 }
 
-async fn run(raft: Raft, term: u64, node: NodeId, mut rx: mpsc::UnboundedReceiver<RunEvent>, cancel: CancellationToken) {
-    let leader = LeaderId { term, node_id: node };
+async fn run(
+    raft: Raft,
+    term: u64,
+    node: NodeId,
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+    cancel: CancellationToken,
+) {
+    let leader = LeaderId {
+        term,
+        node_id: node,
+    };
     let mut in_flight = FuturesUnordered::new();
     loop {
         let first = tokio::select! {
@@ -60,7 +74,12 @@ async fn run(raft: Raft, term: u64, node: NodeId, mut rx: mpsc::UnboundedReceive
         let (responder, done) = ProgressResponder::<TypeConfig, _>::complete_only();
         let n = events.len();
         let cmd = Command::Record { term, node, events };
-        if let Err(e) = raft.write(cmd).with_leader(leader.clone()).responder(responder).await {
+        if let Err(e) = raft
+            .write(cmd)
+            .with_leader(leader)
+            .responder(responder)
+            .await
+        {
             tracing::warn!(error = %e, "raft stopped; run events not recorded");
             break;
         }
@@ -74,7 +93,9 @@ async fn run(raft: Raft, term: u64, node: NodeId, mut rx: mpsc::UnboundedReceive
 fn report<T, E: std::fmt::Display, R>(done: (usize, Result<Result<T, E>, R>)) {
     match done {
         (_, Ok(Ok(_))) => {}
-        (n, Ok(Err(e))) => tracing::info!(events = n, error = %e, "run events not recorded; the next leader settles these runs"),
+        (n, Ok(Err(e))) => {
+            tracing::info!(events = n, error = %e, "run events not recorded; the next leader settles these runs")
+        }
         (n, Err(_)) => tracing::info!(events = n, "run events dropped with the Raft core"),
     }
 }

@@ -14,17 +14,44 @@ pub type Millis = i64;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Command {
     /// Create or update schedules (one entry for a batch of `apply -f`).
-    Upsert { items: Vec<UpsertSchedule>, now: Millis },
+    Upsert {
+        items: Vec<UpsertSchedule>,
+        now: Millis,
+    },
     /// Remove a schedule and its runs. With `uid`, only that incarnation.
-    Delete { namespace: String, name: String, uid: Option<String> },
+    Delete {
+        namespace: String,
+        name: String,
+        uid: Option<String>,
+    },
     /// Suspend or resume a schedule.
-    SetSuspend { namespace: String, name: String, suspend: bool, now: Millis },
+    SetSuspend {
+        namespace: String,
+        name: String,
+        suspend: bool,
+        now: Millis,
+    },
     /// The leader claims fires: one entry per look-ahead window.
-    Claim { term: u64, node: u64, now: Millis, fires: Vec<FireClaim> },
+    Claim {
+        term: u64,
+        node: u64,
+        now: Millis,
+        fires: Vec<FireClaim>,
+    },
     /// A manual trigger: claims an extra fire at `now`.
-    Trigger { namespace: String, name: String, term: u64, node: u64, now: Millis },
+    Trigger {
+        namespace: String,
+        name: String,
+        term: u64,
+        node: u64,
+        now: Millis,
+    },
     /// Run transitions, batched by the leader's recorder.
-    Record { term: u64, node: u64, events: Vec<RunEvent> },
+    Record {
+        term: u64,
+        node: u64,
+        events: Vec<RunEvent>,
+    },
     /// Set once, right after bootstrap, so every member knows its cluster.
     SetClusterId { cluster_id: String },
 }
@@ -33,13 +60,26 @@ impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Upsert { items, .. } => write!(f, "Upsert({})", items.len()),
-            Command::Delete { namespace, name, .. } => write!(f, "Delete({namespace}/{name})"),
-            Command::SetSuspend { namespace, name, suspend, .. } => {
+            Command::Delete {
+                namespace, name, ..
+            } => write!(f, "Delete({namespace}/{name})"),
+            Command::SetSuspend {
+                namespace,
+                name,
+                suspend,
+                ..
+            } => {
                 write!(f, "SetSuspend({namespace}/{name}, {suspend})")
             }
-            Command::Claim { fires, term, .. } => write!(f, "Claim({} fires, term {term})", fires.len()),
-            Command::Trigger { namespace, name, .. } => write!(f, "Trigger({namespace}/{name})"),
-            Command::Record { events, term, .. } => write!(f, "Record({} events, term {term})", events.len()),
+            Command::Claim { fires, term, .. } => {
+                write!(f, "Claim({} fires, term {term})", fires.len())
+            }
+            Command::Trigger {
+                namespace, name, ..
+            } => write!(f, "Trigger({namespace}/{name})"),
+            Command::Record { events, term, .. } => {
+                write!(f, "Record({} events, term {term})", events.len())
+            }
             Command::SetClusterId { cluster_id } => write!(f, "SetClusterId({cluster_id})"),
         }
     }
@@ -101,17 +141,36 @@ pub enum SkipReason {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum RunEvent {
     /// An attempt started on `node` at `at`.
-    Started { run: RunRef, attempt: u32, at: Millis },
+    Started {
+        run: RunRef,
+        attempt: u32,
+        at: Millis,
+    },
     /// An attempt finished.
-    Finished { run: RunRef, attempt: u32, outcome: AttemptOutcome, at: Millis, message: Option<String> },
+    Finished {
+        run: RunRef,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: Millis,
+        message: Option<String>,
+    },
     /// The attempt's outcome will never be known: its leader lost leadership.
     /// `started` says whether its start was recorded; an attempt that may
     /// never have run does not count against `maxAttempts`.
-    Lost { run: RunRef, attempt: u32, at: Millis, started: bool },
+    Lost {
+        run: RunRef,
+        attempt: u32,
+        at: Millis,
+        started: bool,
+    },
     /// The fire was not started within `startingDeadlineSeconds`.
     Missed { run: RunRef, at: Millis },
     /// The fire was skipped.
-    Skipped { run: RunRef, at: Millis, reason: SkipReason },
+    Skipped {
+        run: RunRef,
+        at: Millis,
+        reason: SkipReason,
+    },
     /// `concurrencyPolicy: Replace` stopped this run for a newer one.
     Replaced { run: RunRef, at: Millis },
 }
@@ -136,14 +195,21 @@ pub enum Response {
     #[default]
     None,
     Upsert(Vec<UpsertOutcome>),
-    Delete { existed: bool },
-    SetSuspend { changed: bool, found: bool },
+    Delete {
+        existed: bool,
+    },
+    SetSuspend {
+        changed: bool,
+        found: bool,
+    },
     /// Per fire, in order: whether it was claimed.
     Claim(Vec<ClaimOutcome>),
     Trigger(Result<(String, Millis), String>),
     /// Per event, in order: whether it changed the run.
     Record(Vec<bool>),
-    SetClusterId { cluster_id: String },
+    SetClusterId {
+        cluster_id: String,
+    },
 }
 
 /// Result of one upsert.

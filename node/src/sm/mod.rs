@@ -38,7 +38,10 @@ pub struct Key {
 
 impl Key {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -104,7 +107,10 @@ impl ScheduleRecord {
     }
 
     pub fn run(&self, run_id: &str) -> Option<&RunRecord> {
-        self.active.iter().chain(self.history.iter()).find(|r| r.run_id == run_id)
+        self.active
+            .iter()
+            .chain(self.history.iter())
+            .find(|r| r.run_id == run_id)
     }
 
     /// Whether an attempt is executing or waiting for a retry.
@@ -130,8 +136,13 @@ impl ScheduleRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Created, updated, suspended/resumed, or its runs changed.
-    Schedule { uid: String },
-    Deleted { uid: String, key: Key },
+    Schedule {
+        uid: String,
+    },
+    Deleted {
+        uid: String,
+        key: Key,
+    },
 }
 
 /// The whole replicated state.
@@ -155,7 +166,11 @@ impl PartialEq for State {
 impl State {
     /// Rebuilds the derived index after deserializing a snapshot.
     pub fn reindex(&mut self) {
-        self.by_uid = self.schedules.values().map(|s| (s.uid.clone(), s.key())).collect();
+        self.by_uid = self
+            .schedules
+            .values()
+            .map(|s| (s.uid.clone(), s.key()))
+            .collect();
     }
 
     pub fn len(&self) -> usize {
@@ -171,12 +186,18 @@ impl State {
     }
 
     pub fn get_by_uid(&self, uid: &str) -> Option<&ScheduleRecord> {
-        self.by_uid.get(uid).and_then(|k| self.schedules.get(k)).map(|s| &**s)
+        self.by_uid
+            .get(uid)
+            .and_then(|k| self.schedules.get(k))
+            .map(|s| &**s)
     }
 
     /// The shared record, for readers that outlive the state lock (executors).
     pub fn get_arc_by_uid(&self, uid: &str) -> Option<Arc<ScheduleRecord>> {
-        self.by_uid.get(uid).and_then(|k| self.schedules.get(k)).cloned()
+        self.by_uid
+            .get(uid)
+            .and_then(|k| self.schedules.get(k))
+            .cloned()
     }
 
     pub fn schedules(&self) -> impl Iterator<Item = &ScheduleRecord> {
@@ -194,29 +215,52 @@ impl State {
     }
 
     fn touched(&mut self, uid: &str) {
-        self.changes.push(Change::Schedule { uid: uid.to_string() });
+        self.changes.push(Change::Schedule {
+            uid: uid.to_string(),
+        });
     }
 
     /// Applies one command.
     pub fn apply(&mut self, cmd: &Command) -> Response {
         match cmd {
-            Command::Upsert { items, now } => Response::Upsert(items.iter().map(|i| self.upsert(i, *now)).collect()),
-            Command::Delete { namespace, name, uid } => {
-                Response::Delete { existed: self.delete(&Key::new(namespace, name), uid.as_deref()) }
+            Command::Upsert { items, now } => {
+                Response::Upsert(items.iter().map(|i| self.upsert(i, *now)).collect())
             }
-            Command::SetSuspend { namespace, name, suspend, now } => {
-                self.set_suspend(&Key::new(namespace, name), *suspend, *now)
+            Command::Delete {
+                namespace,
+                name,
+                uid,
+            } => Response::Delete {
+                existed: self.delete(&Key::new(namespace, name), uid.as_deref()),
+            },
+            Command::SetSuspend {
+                namespace,
+                name,
+                suspend,
+                now,
+            } => self.set_suspend(&Key::new(namespace, name), *suspend, *now),
+            Command::Claim { term, fires, .. } => {
+                Response::Claim(fires.iter().map(|f| self.claim(f, *term)).collect())
             }
-            Command::Claim { term, fires, .. } => Response::Claim(fires.iter().map(|f| self.claim(f, *term)).collect()),
-            Command::Trigger { namespace, name, term, now, .. } => {
-                Response::Trigger(self.trigger(&Key::new(namespace, name), *term, *now))
-            }
-            Command::Record { term, node, events } => {
-                Response::Record(events.iter().map(|e| self.record(e, *term, *node)).collect())
-            }
+            Command::Trigger {
+                namespace,
+                name,
+                term,
+                now,
+                ..
+            } => Response::Trigger(self.trigger(&Key::new(namespace, name), *term, *now)),
+            Command::Record { term, node, events } => Response::Record(
+                events
+                    .iter()
+                    .map(|e| self.record(e, *term, *node))
+                    .collect(),
+            ),
             Command::SetClusterId { cluster_id } => {
                 // The first id wins: a retried or duplicated bootstrap cannot rename the cluster.
-                let id = self.cluster_id.get_or_insert_with(|| cluster_id.clone()).clone();
+                let id = self
+                    .cluster_id
+                    .get_or_insert_with(|| cluster_id.clone())
+                    .clone();
                 Response::SetClusterId { cluster_id: id }
             }
         }
@@ -244,7 +288,10 @@ impl State {
             // Same name, new object: the old incarnation and its runs go.
             let old_uid = existing.uid.clone();
             self.by_uid.remove(&old_uid);
-            self.changes.push(Change::Deleted { uid: old_uid, key: key.clone() });
+            self.changes.push(Change::Deleted {
+                uid: old_uid,
+                key: key.clone(),
+            });
         }
         let record = ScheduleRecord {
             namespace: item.namespace.clone(),
@@ -262,10 +309,17 @@ impl State {
             last_schedule: None,
             last_success: None,
         };
-        let replaced = self.schedules.insert(key.clone(), Arc::new(record)).is_some();
+        let replaced = self
+            .schedules
+            .insert(key.clone(), Arc::new(record))
+            .is_some();
         self.by_uid.insert(item.uid.clone(), key);
         self.touched(&item.uid);
-        if replaced { UpsertOutcome::Updated } else { UpsertOutcome::Created }
+        if replaced {
+            UpsertOutcome::Updated
+        } else {
+            UpsertOutcome::Created
+        }
     }
 
     fn delete(&mut self, key: &Key, uid: Option<&str>) -> bool {
@@ -273,7 +327,10 @@ impl State {
             Some(s) if uid.is_none_or(|u| u == s.uid) => {
                 let s = self.schedules.remove(key).expect("present");
                 self.by_uid.remove(&s.uid);
-                self.changes.push(Change::Deleted { uid: s.uid.clone(), key: key.clone() });
+                self.changes.push(Change::Deleted {
+                    uid: s.uid.clone(),
+                    key: key.clone(),
+                });
                 true
             }
             _ => false,
@@ -282,10 +339,16 @@ impl State {
 
     fn set_suspend(&mut self, key: &Key, suspend: bool, now: Millis) -> Response {
         let Some(s) = self.schedules.get_mut(key).map(Arc::make_mut) else {
-            return Response::SetSuspend { changed: false, found: false };
+            return Response::SetSuspend {
+                changed: false,
+                found: false,
+            };
         };
         if s.spec.suspend == suspend {
-            return Response::SetSuspend { changed: false, found: true };
+            return Response::SetSuspend {
+                changed: false,
+                found: true,
+            };
         }
         s.spec.suspend = suspend;
         s.updated = now;
@@ -295,7 +358,10 @@ impl State {
         }
         let uid = s.uid.clone();
         self.touched(&uid);
-        Response::SetSuspend { changed: true, found: true }
+        Response::SetSuspend {
+            changed: true,
+            found: true,
+        }
     }
 
     fn claim(&mut self, fire: &FireClaim, term: u64) -> ClaimOutcome {
@@ -309,14 +375,21 @@ impl State {
         let run_id = raftcron_crds::names::run_id(&s.uid, fire.instant);
         match fire.disposition {
             Disposition::Run => {
-                s.active.push(RunRecord::new(run_id, fire.instant, RunKind::Scheduled, term));
+                s.active.push(RunRecord::new(
+                    run_id,
+                    fire.instant,
+                    RunKind::Scheduled,
+                    term,
+                ));
             }
             Disposition::Missed { count } => {
                 let mut run = RunRecord::new(run_id, fire.instant, RunKind::Scheduled, term);
                 run.finish(
                     FinalResult::Missed,
                     fire.instant,
-                    Some(format!("{count} instant(s) up to this one passed while no leader could fire them")),
+                    Some(format!(
+                        "{count} instant(s) up to this one passed while no leader could fire them"
+                    )),
                 );
                 s.counters.count(FinalResult::Missed, count.max(1));
                 s.last_schedule = Some(fire.instant);
@@ -333,8 +406,13 @@ impl State {
             return Err(format!("no schedule {key}"));
         };
         s.manual_seq += 1;
-        let run_id = format!("{}-manual-{}", raftcron_crds::names::run_id(&s.uid, now), s.manual_seq);
-        s.active.push(RunRecord::new(run_id.clone(), now, RunKind::Manual, term));
+        let run_id = format!(
+            "{}-manual-{}",
+            raftcron_crds::names::run_id(&s.uid, now),
+            s.manual_seq
+        );
+        s.active
+            .push(RunRecord::new(run_id.clone(), now, RunKind::Manual, term));
         let uid = s.uid.clone();
         self.touched(&uid);
         Ok((run_id, now))
@@ -352,20 +430,39 @@ impl State {
         let run = &mut s.active[idx];
         let effect = match event {
             RunEvent::Started { attempt, at, .. } => runs::start(run, *attempt, *at, term, node),
-            RunEvent::Finished { attempt, outcome, at, message, .. } => {
-                runs::finish_attempt(run, *attempt, Some(*outcome), *at, message.clone(), &policy)
-            }
-            RunEvent::Lost { attempt, at, started: true, .. } => runs::finish_attempt(
+            RunEvent::Finished {
+                attempt,
+                outcome,
+                at,
+                message,
+                ..
+            } => runs::finish_attempt(run, *attempt, Some(*outcome), *at, message.clone(), &policy),
+            RunEvent::Lost {
+                attempt,
+                at,
+                started: true,
+                ..
+            } => runs::finish_attempt(
                 run,
                 *attempt,
                 None,
                 *at,
-                Some("the leader running this attempt lost leadership before recording its result".into()),
+                Some(
+                    "the leader running this attempt lost leadership before recording its result"
+                        .into(),
+                ),
                 &policy,
             ),
-            RunEvent::Lost { attempt, at, started: false, .. } => runs::write_off(run, *attempt, *at),
+            RunEvent::Lost {
+                attempt,
+                at,
+                started: false,
+                ..
+            } => runs::write_off(run, *attempt, *at),
             RunEvent::Missed { at, .. } => runs::end_unrun(run, FinalResult::Missed, *at, None),
-            RunEvent::Skipped { at, reason, .. } => runs::end_unrun(run, FinalResult::Skipped, *at, Some(*reason)),
+            RunEvent::Skipped { at, reason, .. } => {
+                runs::end_unrun(run, FinalResult::Skipped, *at, Some(*reason))
+            }
             RunEvent::Replaced { at, .. } => runs::end_unrun(run, FinalResult::Replaced, *at, None),
         };
         let Ok(effect) = effect else {
@@ -378,7 +475,8 @@ impl State {
         match effect {
             Effect::Started => {
                 if run.counted_attempts == 1 {
-                    s.last_schedule = Some(s.last_schedule.map_or(run.instant, |l| l.max(run.instant)));
+                    s.last_schedule =
+                        Some(s.last_schedule.map_or(run.instant, |l| l.max(run.instant)));
                 }
             }
             Effect::Retry => s.counters.retries += 1,
@@ -390,7 +488,8 @@ impl State {
                     s.last_success = run.end;
                 }
                 if matches!(result, FinalResult::Missed | FinalResult::Skipped) {
-                    s.last_schedule = Some(s.last_schedule.map_or(run.instant, |l| l.max(run.instant)));
+                    s.last_schedule =
+                        Some(s.last_schedule.map_or(run.instant, |l| l.max(run.instant)));
                 }
                 s.push_history(run);
             }

@@ -172,7 +172,11 @@ pub enum Effect {
 ///
 /// Jitter is derived from the run id and attempt, not drawn from a random
 /// source, so every replica computes the same retry time from the same log.
-pub fn retry_delay_ms(policy: &raftcron_crds::RetryPolicy, run_id: &str, next_attempt: u32) -> Millis {
+pub fn retry_delay_ms(
+    policy: &raftcron_crds::RetryPolicy,
+    run_id: &str,
+    next_attempt: u32,
+) -> Millis {
     let exponent = next_attempt.saturating_sub(2).min(64) as i32;
     let base = policy.initial_backoff_seconds * policy.multiplier.powi(exponent);
     let capped = base.min(policy.max_backoff_seconds).max(0.0);
@@ -192,7 +196,13 @@ fn stable_hash(s: &str, n: u32) -> u64 {
 }
 
 /// Applies `Started`.
-pub fn start(run: &mut RunRecord, attempt: u32, at: Millis, term: u64, node: u64) -> Result<Effect, Refused> {
+pub fn start(
+    run: &mut RunRecord,
+    attempt: u32,
+    at: Millis,
+    term: u64,
+    node: u64,
+) -> Result<Effect, Refused> {
     match run.phase {
         Phase::Done(_) => return Err(Refused::AlreadyDone),
         Phase::Claimed | Phase::RetryPending { .. } | Phase::Running => {}
@@ -260,12 +270,19 @@ pub fn write_off(run: &mut RunRecord, attempt: u32, at: Millis) -> Result<Effect
     }
     run.attempt = attempt;
     run.phase = Phase::RetryPending { at };
-    run.message = Some(format!("attempt {attempt} may have started on a leader that lost leadership before recording it"));
+    run.message = Some(format!(
+        "attempt {attempt} may have started on a leader that lost leadership before recording it"
+    ));
     Ok(Effect::WrittenOff)
 }
 
 /// Applies `Missed`, `Skipped` or `Replaced`.
-pub fn end_unrun(run: &mut RunRecord, result: FinalResult, at: Millis, reason: Option<SkipReason>) -> Result<Effect, Refused> {
+pub fn end_unrun(
+    run: &mut RunRecord,
+    result: FinalResult,
+    at: Millis,
+    reason: Option<SkipReason>,
+) -> Result<Effect, Refused> {
     if run.phase.is_done() {
         return Err(Refused::AlreadyDone);
     }
@@ -279,7 +296,9 @@ pub fn end_unrun(run: &mut RunRecord, result: FinalResult, at: Millis, reason: O
         return Err(Refused::WrongPhase);
     }
     let message = match (result, reason) {
-        (FinalResult::Skipped, Some(SkipReason::ConcurrencyForbid)) => "a previous run was active (concurrencyPolicy: Forbid)",
+        (FinalResult::Skipped, Some(SkipReason::ConcurrencyForbid)) => {
+            "a previous run was active (concurrencyPolicy: Forbid)"
+        }
         (FinalResult::Skipped, Some(SkipReason::Suspended)) => "the schedule was suspended",
         (FinalResult::Missed, _) => "not started within startingDeadlineSeconds",
         (FinalResult::Replaced, _) => "replaced by a newer run (concurrencyPolicy: Replace)",

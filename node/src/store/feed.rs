@@ -58,7 +58,10 @@ impl ChangeFeed {
     pub fn subscribe(&self) -> Arc<Subscriber> {
         let s = Arc::new(Subscriber::default());
         s.dirty.lock().expect("feed lock").all = true;
-        self.subscribers.lock().expect("feed lock").push(Arc::downgrade(&s));
+        self.subscribers
+            .lock()
+            .expect("feed lock")
+            .push(Arc::downgrade(&s));
         s
     }
 

@@ -16,10 +16,10 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use raft_log::codeq::{Decode, Encode};
-use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
+use openraft::storage::{RaftLogReader, RaftLogStorage};
 use raft_log::api::raft_log_writer::RaftLogWriter;
+use raft_log::codeq::{Decode, Encode};
 use raft_log::{RaftLog, Types};
 
 use crate::raft::types::{Entry, EntryPayload, IOFlushed, LogId, LogState, TypeConfig, Vote};
@@ -59,7 +59,8 @@ pub struct Mp<T>(pub T);
 impl<T: serde::Serialize> Encode for Mp<T> {
     fn encode<W: Write>(&self, mut w: W) -> Result<usize, io::Error> {
         let bytes = rmp_serde::to_vec_named(&self.0).map_err(io::Error::other)?;
-        let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("log record over 4 GiB"))?;
+        let len =
+            u32::try_from(bytes.len()).map_err(|_| io::Error::other("log record over 4 GiB"))?;
         w.write_all(&len.to_be_bytes())?;
         w.write_all(&bytes)?;
         Ok(4 + bytes.len())
@@ -76,7 +77,8 @@ impl<T: serde::de::DeserializeOwned> Decode for Mp<T> {
         if buf.len() != len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let v = rmp_serde::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let v = rmp_serde::from_slice(&buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Mp(v))
     }
 }
@@ -123,7 +125,9 @@ impl LogStore {
                 ),
             )
         })?;
-        Ok(Self { log: Arc::new(Mutex::new(log)) })
+        Ok(Self {
+            log: Arc::new(Mutex::new(log)),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RaftLog<LogTypes>> {
@@ -135,7 +139,11 @@ impl LogStore {
     pub fn summary(&self) -> (Option<Vote>, Option<LogId>, Option<LogId>) {
         let log = self.lock();
         let st = log.log_state();
-        (st.vote().map(|v| v.0.clone()), st.last().map(|l| l.0.clone()), st.committed().map(|c| c.0.clone()))
+        (
+            st.vote().map(|v| v.0),
+            st.last().map(|l| l.0),
+            st.committed().map(|c| c.0),
+        )
     }
 
     /// Whether this node has ever voted or stored an entry.
@@ -147,7 +155,8 @@ impl LogStore {
     async fn flush_and_wait(&self, sync: bool) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.lock().flush(sync, Some(FlushCallback::Oneshot(tx)))?;
-        rx.await.map_err(|_| io::Error::other("raft log flush thread stopped"))?
+        rx.await
+            .map_err(|_| io::Error::other("raft log flush thread stopped"))?
     }
 }
 
@@ -173,12 +182,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let (start, end) = range_to_bounds(&range);
         let log = self.lock();
         log.read(start, end)
-            .map(|r| r.map(|(id, payload)| Entry { log_id: id.0, payload: payload.0 }))
+            .map(|r| {
+                r.map(|(id, payload)| Entry {
+                    log_id: id.0,
+                    payload: payload.0,
+                })
+            })
             .collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.lock().log_state().vote().map(|v| v.0.clone()))
+        Ok(self.lock().log_state().vote().map(|v| v.0))
     }
 }
 
@@ -188,9 +202,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState, io::Error> {
         let log = self.lock();
         let st = log.log_state();
-        let last_purged_log_id = st.purged().map(|p| p.0.clone());
-        let last_log_id = st.last().map(|l| l.0.clone()).or_else(|| last_purged_log_id.clone());
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let last_purged_log_id = st.purged().map(|p| p.0);
+        let last_log_id = st.last().map(|l| l.0).or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -198,7 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.lock().save_vote(Mp(vote.clone()))?;
+        self.lock().save_vote(Mp(*vote))?;
         self.flush_and_wait(true).await
     }
 
@@ -214,7 +231,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.lock().log_state().committed().map(|c| c.0.clone()))
+        Ok(self.lock().log_state().committed().map(|c| c.0))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed) -> Result<(), io::Error>

@@ -23,7 +23,9 @@ use openraft::{EntryPayload, OptionalSend};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::raft::types::{EntryResponder, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::types::{
+    EntryResponder, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use crate::sm::{Response, State};
 use crate::store::feed::ChangeFeed;
 
@@ -61,12 +63,21 @@ impl StateMachineStore {
     /// empty; openraft installs the stored snapshot when the node starts.
     pub fn open(path: &Path, feed: ChangeFeed) -> io::Result<Self> {
         let db = Database::create(path).map_err(|e| {
-            io::Error::other(format!("cannot open the snapshot database {}: {e}", path.display()))
+            io::Error::other(format!(
+                "cannot open the snapshot database {}: {e}",
+                path.display()
+            ))
         })?;
         let tx = db.begin_write().map_err(io_err)?;
         tx.open_table(SNAPSHOT).map_err(io_err)?;
         tx.commit().map_err(io_err)?;
-        Ok(Self { inner: Arc::new(Inner { data: RwLock::new(SmData::default()), db, feed }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                data: RwLock::new(SmData::default()),
+                db,
+                feed,
+            }),
+        })
     }
 
     /// Read access to the state; hold it briefly, applying waits for it.
@@ -85,8 +96,8 @@ impl StateMachineStore {
     /// Decodes snapshot bytes. Exposed for the fuzz target: a snapshot from a
     /// peer must never panic the node, only fail to install.
     pub fn decode(bytes: &[u8]) -> io::Result<SmData> {
-        let mut data: SmData =
-            rmp_serde::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut data: SmData = rmp_serde::from_slice(bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         data.state.reindex();
         Ok(data)
     }
@@ -105,11 +116,14 @@ impl StateMachineStore {
     fn load_snapshot(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
         let tx = self.inner.db.begin_read().map_err(io_err)?;
         let t = tx.open_table(SNAPSHOT).map_err(io_err)?;
-        let (Some(meta), Some(data)) = (t.get(META_KEY).map_err(io_err)?, t.get(DATA_KEY).map_err(io_err)?) else {
+        let (Some(meta), Some(data)) = (
+            t.get(META_KEY).map_err(io_err)?,
+            t.get(DATA_KEY).map_err(io_err)?,
+        ) else {
             return Ok(None);
         };
-        let meta: SnapshotMeta =
-            rmp_serde::from_slice(meta.value()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let meta: SnapshotMeta = rmp_serde::from_slice(meta.value())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Some((meta, data.value().to_vec())))
     }
 }
@@ -126,7 +140,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // Schedules are behind `Arc`s, so the copy is pointer-cheap and the
         // apply path waits only for the copy, not for the encoding.
         let data = self.store.read().clone();
-        let meta = SnapshotMeta { last_log_id: data.last_applied.clone(), last_membership: data.last_membership.clone() };
+        let meta = SnapshotMeta {
+            last_log_id: data.last_applied,
+            last_membership: data.last_membership.clone(),
+        };
         let store = self.store.clone();
         let meta2 = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
@@ -137,7 +154,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(io_err)??;
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = bytes.len(), "snapshot built");
-        Ok(Snapshot { meta, snapshot: bytes })
+        Ok(Snapshot {
+            meta,
+            snapshot: bytes,
+        })
     }
 }
 
@@ -147,7 +167,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let d = self.read();
-        Ok((d.last_applied.clone(), d.last_membership.clone()))
+        Ok((d.last_applied, d.last_membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -158,12 +178,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = {
                 let mut d = self.inner.data.write().expect("state lock poisoned");
-                d.last_applied = Some(entry.log_id.clone());
+                d.last_applied = Some(entry.log_id);
                 let r = match &entry.payload {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Normal(cmd) => d.state.apply(cmd),
                     EntryPayload::Membership(m) => {
-                        d.last_membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        d.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Response::None
                     }
                 };
@@ -179,17 +199,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { store: self.clone() }
+        SnapshotBuilder {
+            store: self.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let mut data = Self::decode(&snapshot)?;
         // The meta is authoritative for what the snapshot covers.
-        data.last_applied = meta.last_log_id.clone();
+        data.last_applied = meta.last_log_id;
         data.last_membership = meta.last_membership.clone();
         let store = self.clone();
         let meta2 = meta.clone();
-        tokio::task::spawn_blocking(move || store.save_snapshot(&meta2, &snapshot)).await.map_err(io_err)??;
+        tokio::task::spawn_blocking(move || store.save_snapshot(&meta2, &snapshot))
+            .await
+            .map_err(io_err)??;
         *self.inner.data.write().expect("state lock poisoned") = data;
         self.inner.feed.publish_all();
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
@@ -198,7 +226,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let store = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || store.load_snapshot()).await.map_err(io_err)??;
+        let loaded = tokio::task::spawn_blocking(move || store.load_snapshot())
+            .await
+            .map_err(io_err)??;
         Ok(loaded.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }

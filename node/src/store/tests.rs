@@ -15,11 +15,14 @@ use crate::sm::Command;
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let err = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Read, e);
         let dir = tempfile::tempdir().map_err(err)?;
         let log = LogStore::open(&dir.path().join("raft-log")).map_err(err)?;
-        let sm = StateMachineStore::open(&dir.path().join("snapshot.redb"), ChangeFeed::default()).map_err(err)?;
+        let sm = StateMachineStore::open(&dir.path().join("snapshot.redb"), ChangeFeed::default())
+            .map_err(err)?;
         Ok((dir, log, sm))
     }
 }
@@ -31,15 +34,21 @@ async fn openraft_storage_suite_passes_on_raft_log_and_redb() {
 
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
-        log_id: LogId { leader_id: LeaderId { term, node_id: 1 }, index },
-        payload: EntryPayload::Normal(Command::SetClusterId { cluster_id: format!("c{index}") }),
+        log_id: LogId {
+            leader_id: LeaderId { term, node_id: 1 },
+            index,
+        },
+        payload: EntryPayload::Normal(Command::SetClusterId {
+            cluster_id: format!("c{index}"),
+        }),
     }
 }
 
 async fn append_durably(log: &mut LogStore, entries: Vec<Entry>) -> io::Result<()> {
     let (tx, rx) = TypeConfig::oneshot();
     log.append(entries, IOFlushed::signal(tx)).await?;
-    rx.await.map_err(|_| io::Error::other("flush callback dropped"))?
+    rx.await
+        .map_err(|_| io::Error::other("flush callback dropped"))?
 }
 
 #[tokio::test]
@@ -49,10 +58,15 @@ async fn acknowledged_appends_and_the_vote_survive_reopening() {
     {
         let mut log = LogStore::open(&path).unwrap();
         log.save_vote(&Vote::new_committed(3, 2)).await.unwrap();
-        append_durably(&mut log, (1..=100).map(|i| entry(3, i)).collect()).await.unwrap();
+        append_durably(&mut log, (1..=100).map(|i| entry(3, i)).collect())
+            .await
+            .unwrap();
     }
     let mut log = LogStore::open(&path).unwrap();
-    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(3, 2)));
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(3, 2))
+    );
     let entries = log.try_get_log_entries(1..=100).await.unwrap();
     assert_eq!(entries.len(), 100);
     assert_eq!(entries[99], entry(3, 100));
@@ -61,9 +75,16 @@ async fn acknowledged_appends_and_the_vote_survive_reopening() {
 
 /// Flips one byte inside the last record of the newest WAL chunk.
 fn corrupt_tail(dir: &std::path::Path) {
-    let mut chunks: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut chunks: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     chunks.sort();
-    let last = chunks.iter().rev().find(|p| std::fs::metadata(p).unwrap().len() > 64).expect("a chunk with data");
+    let last = chunks
+        .iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 64)
+        .expect("a chunk with data");
     let mut bytes = std::fs::read(last).unwrap();
     let at = bytes.len() - 20;
     bytes[at] ^= 0xff;
@@ -76,7 +97,9 @@ async fn a_log_whose_tail_fails_its_checksum_is_refused_with_a_clear_error() {
     let path = dir.path().join("raft-log");
     {
         let mut log = LogStore::open(&path).unwrap();
-        append_durably(&mut log, (1..=10).map(|i| entry(1, i)).collect()).await.unwrap();
+        append_durably(&mut log, (1..=10).map(|i| entry(1, i)).collect())
+            .await
+            .unwrap();
     }
     corrupt_tail(&path);
     match LogStore::open(&path) {
@@ -88,7 +111,10 @@ async fn a_log_whose_tail_fails_its_checksum_is_refused_with_a_clear_error() {
             for (i, e) in entries.iter().enumerate() {
                 assert_eq!(*e, entry(1, i as u64 + 1), "a corrupted record was served");
             }
-            panic!("opened a log with a checksum failure and kept {} entries", entries.len());
+            panic!(
+                "opened a log with a checksum failure and kept {} entries",
+                entries.len()
+            );
         }
     }
 }
@@ -106,9 +132,15 @@ async fn a_snapshot_is_kept_in_redb_across_reopening() {
         b.build_snapshot().await.unwrap()
     };
     let mut sm = StateMachineStore::open(&path, ChangeFeed::default()).unwrap();
-    let current = sm.get_current_snapshot().await.unwrap().expect("snapshot stored");
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot stored");
     assert_eq!(current.meta, built.meta);
-    sm.install_snapshot(&current.meta, current.snapshot).await.unwrap();
+    sm.install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
     assert_eq!(sm.read().state.cluster_id.as_deref(), Some("c1"));
     assert_eq!(sm.read().last_applied.as_ref().map(|l| l.index), Some(2));
 }

@@ -18,7 +18,13 @@ fn record(schedule: &str, f: impl FnOnce(&mut ScheduledJobSpec)) -> (ScheduleRec
     f(&mut spec);
     let mut st = State::default();
     let cmd = Command::Upsert {
-        items: vec![UpsertSchedule { namespace: "d".into(), name: "j".into(), uid: "u".into(), generation: 1, spec }],
+        items: vec![UpsertSchedule {
+            namespace: "d".into(),
+            name: "j".into(),
+            uid: "u".into(),
+            generation: 1,
+            spec,
+        }],
         now: T0,
     };
     assert!(matches!(st.apply(&cmd), Response::Upsert(_)));
@@ -28,11 +34,17 @@ fn record(schedule: &str, f: impl FnOnce(&mut ScheduledJobSpec)) -> (ScheduleRec
 }
 
 fn settings() -> PlanSettings {
-    PlanSettings { lookahead_ms: 1000, catch_up_ms: 10_000, max_instants: 100_000 }
+    PlanSettings {
+        lookahead_ms: 1000,
+        catch_up_ms: 10_000,
+        max_instants: 100_000,
+    }
 }
 
 fn summary(c: &[FireClaim]) -> Vec<(i64, Disposition)> {
-    c.iter().map(|f| ((f.instant - T0) / 1000, f.disposition)).collect()
+    c.iter()
+        .map(|f| ((f.instant - T0) / 1000, f.disposition))
+        .collect()
 }
 
 #[test]
@@ -41,7 +53,14 @@ fn fires_within_the_look_ahead_are_claimed_to_run() {
     let c = claims(&s, &p, T0 + 200, &settings());
     assert_eq!(summary(&c), vec![(1, Disposition::Run)]);
     let c = claims(&s, &p, T0 + 2_000, &settings());
-    assert_eq!(summary(&c), vec![(1, Disposition::Run), (2, Disposition::Run), (3, Disposition::Run)]);
+    assert_eq!(
+        summary(&c),
+        vec![
+            (1, Disposition::Run),
+            (2, Disposition::Run),
+            (3, Disposition::Run)
+        ]
+    );
 }
 
 #[test]
@@ -54,17 +73,26 @@ fn a_suspended_schedule_claims_nothing() {
 #[test]
 fn slightly_late_fires_run_late_rather_than_being_missed() {
     // A failover gap of a few seconds: every instant still runs, whatever the policy.
-    for policy in [MissedRunPolicy::Skip, MissedRunPolicy::RunOnce, MissedRunPolicy::RunAll] {
+    for policy in [
+        MissedRunPolicy::Skip,
+        MissedRunPolicy::RunOnce,
+        MissedRunPolicy::RunAll,
+    ] {
         let (s, p) = record("* * * * * *", |s| s.missed_run_policy = policy);
         let c = claims(&s, &p, T0 + 3_000, &settings());
         assert_eq!(c.len(), 4, "{policy:?}");
-        assert!(c.iter().all(|f| f.disposition == Disposition::Run), "{policy:?}");
+        assert!(
+            c.iter().all(|f| f.disposition == Disposition::Run),
+            "{policy:?}"
+        );
     }
 }
 
 #[test]
 fn after_downtime_run_once_runs_only_the_latest_missed_instant() {
-    let (s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunOnce);
+    let (s, p) = record("* * * * * *", |s| {
+        s.missed_run_policy = MissedRunPolicy::RunOnce
+    });
     // 60 s down: instants 1..=49 are more than 10 s late, 50..=61 are within the catch-up window.
     let c = claims(&s, &p, T0 + 60_000, &settings());
     let sum = summary(&c);
@@ -76,11 +104,15 @@ fn after_downtime_run_once_runs_only_the_latest_missed_instant() {
 
 #[test]
 fn after_downtime_skip_records_a_missed_range_and_run_all_runs_everything() {
-    let (s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::Skip);
+    let (s, p) = record("* * * * * *", |s| {
+        s.missed_run_policy = MissedRunPolicy::Skip
+    });
     let sum = summary(&claims(&s, &p, T0 + 60_000, &settings()));
     assert_eq!(sum[0], (49, Disposition::Missed { count: 49 }));
     assert_eq!(sum[1], (50, Disposition::Run));
-    let (s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunAll);
+    let (s, p) = record("* * * * * *", |s| {
+        s.missed_run_policy = MissedRunPolicy::RunAll
+    });
     let c = claims(&s, &p, T0 + 60_000, &settings());
     assert_eq!(c.len(), 61);
     assert!(c.iter().all(|f| f.disposition == Disposition::Run));
@@ -88,8 +120,13 @@ fn after_downtime_skip_records_a_missed_range_and_run_all_runs_everything() {
 
 #[test]
 fn run_all_has_no_hidden_cap_it_continues_on_the_next_pass() {
-    let (mut s, p) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunAll);
-    let set = PlanSettings { max_instants: 1000, ..settings() };
+    let (mut s, p) = record("* * * * * *", |s| {
+        s.missed_run_policy = MissedRunPolicy::RunAll
+    });
+    let set = PlanSettings {
+        max_instants: 1000,
+        ..settings()
+    };
     let now = T0 + 86_400_000; // a day down: 86,400 instants
     let mut total = 0;
     loop {
@@ -107,25 +144,45 @@ fn run_all_has_no_hidden_cap_it_continues_on_the_next_pass() {
 fn fires_past_the_starting_deadline_are_missed_even_when_slightly_late() {
     let (s, p) = record("* * * * * *", |s| s.starting_deadline_seconds = Some(2));
     let sum = summary(&claims(&s, &p, T0 + 5_000, &settings()));
-    assert_eq!(sum, vec![(2, Disposition::Missed { count: 2 }), (3, Disposition::Run), (4, Disposition::Run), (5, Disposition::Run), (6, Disposition::Run)]);
+    assert_eq!(
+        sum,
+        vec![
+            (2, Disposition::Missed { count: 2 }),
+            (3, Disposition::Run),
+            (4, Disposition::Run),
+            (5, Disposition::Run),
+            (6, Disposition::Run)
+        ]
+    );
 }
 
 fn run(s: &ScheduleRecord, instant: Millis, phase: Phase) -> RunRecord {
-    let mut r = RunRecord::new(raftcron_crds::names::run_id(&s.uid, instant), instant, RunKind::Scheduled, 1);
+    let mut r = RunRecord::new(
+        raftcron_crds::names::run_id(&s.uid, instant),
+        instant,
+        RunKind::Scheduled,
+        1,
+    );
     r.phase = phase;
     r
 }
 
 #[test]
 fn forbid_skips_a_fire_while_another_run_is_active_and_replace_replaces_it() {
-    let (mut s, _) = record("* * * * * *", |s| s.concurrency_policy = ConcurrencyPolicy::Forbid);
+    let (mut s, _) = record("* * * * * *", |s| {
+        s.concurrency_policy = ConcurrencyPolicy::Forbid
+    });
     let active = run(&s, T0 + 1000, Phase::Running);
     let next = run(&s, T0 + 2000, Phase::Claimed);
     s.active = vec![active.clone(), next.clone()];
-    assert!(matches!(at_start(&s, &next, T0 + 2000), StartDecision::Events(ref e, false) if matches!(e[0], RunEvent::Skipped { .. })));
+    assert!(
+        matches!(at_start(&s, &next, T0 + 2000), StartDecision::Events(ref e, false) if matches!(e[0], RunEvent::Skipped { .. }))
+    );
     s.spec.concurrency_policy = ConcurrencyPolicy::Replace;
     match at_start(&s, &next, T0 + 2000) {
-        StartDecision::Events(e, true) => assert!(matches!(&e[..], [RunEvent::Replaced { run, .. }] if run.run_id == active.run_id)),
+        StartDecision::Events(e, true) => assert!(
+            matches!(&e[..], [RunEvent::Replaced { run, .. }] if run.run_id == active.run_id)
+        ),
         d => panic!("{d:?}"),
     }
     s.spec.concurrency_policy = ConcurrencyPolicy::Allow;
@@ -137,7 +194,9 @@ fn a_claimed_fire_of_a_schedule_suspended_since_is_skipped() {
     let (mut s, _) = record("* * * * * *", |s| s.suspend = true);
     let next = run(&s, T0 + 1000, Phase::Claimed);
     s.active = vec![next.clone()];
-    assert!(matches!(at_start(&s, &next, T0 + 1000), StartDecision::Events(ref e, false) if matches!(e[0], RunEvent::Skipped { .. })));
+    assert!(
+        matches!(at_start(&s, &next, T0 + 1000), StartDecision::Events(ref e, false) if matches!(e[0], RunEvent::Skipped { .. }))
+    );
 }
 
 #[test]
@@ -152,9 +211,19 @@ fn a_new_leader_writes_off_ambiguous_fires_and_marks_recorded_starts_lost() {
     s.active = vec![running.clone(), ambiguous.clone(), certain.clone()];
     let events = takeover(&s, 2, takeover_at, 50);
     assert_eq!(events.len(), 2);
-    assert!(matches!(&events[0], RunEvent::Lost { run, attempt: 1, started: true, .. } if run.run_id == running.run_id));
-    assert!(matches!(&events[1], RunEvent::Lost { run, attempt: 1, started: false, .. } if run.run_id == ambiguous.run_id));
-    assert_eq!(pending_start(&certain), Some(Pending { at: T0 + 10_500, attempt: 1 }));
+    assert!(
+        matches!(&events[0], RunEvent::Lost { run, attempt: 1, started: true, .. } if run.run_id == running.run_id)
+    );
+    assert!(
+        matches!(&events[1], RunEvent::Lost { run, attempt: 1, started: false, .. } if run.run_id == ambiguous.run_id)
+    );
+    assert_eq!(
+        pending_start(&certain),
+        Some(Pending {
+            at: T0 + 10_500,
+            attempt: 1
+        })
+    );
 }
 
 #[test]
