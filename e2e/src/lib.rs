@@ -13,6 +13,7 @@
 //! The binaries come from the workspace's target directory: the test script
 //! builds them first (`cargo build --bins`), or set `RAFTCRON_BIN_DIR`.
 
+pub mod bench;
 pub mod cluster;
 pub mod ledger;
 
