@@ -137,10 +137,15 @@ pub struct Cluster {
 impl Cluster {
     /// Creates the nodes' settings without starting them.
     pub fn new(opts: ClusterOptions) -> Self {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("raftcron-e2e-")
             .tempdir()
             .expect("temp dir");
+        // RAFTCRON_KEEP_DIR=1 keeps data dirs and node logs for a post-mortem.
+        if std::env::var_os("RAFTCRON_KEEP_DIR").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {}", dir.path().display());
+        }
         let ports: Vec<(u16, u16)> = (0..opts.nodes)
             .map(|_| (free_port(), free_port()))
             .collect();

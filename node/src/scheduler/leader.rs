@@ -1,10 +1,11 @@
 //! The fire loop of one leadership term.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ReadPolicy;
+use raftcron_crds::ScheduledJobSpec;
 use raftcron_crds::schedule::Schedule;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +23,140 @@ use crate::store::feed::Dirty;
 /// Wake this long before a start instant and spin the rest: tokio's timer
 /// alone wakes up to a millisecond late.
 const SPIN_US: i64 = 1_500;
+/// Starts are decided and their tasks spawned this long before the instant
+/// (arming a thousand starts takes a few milliseconds). A concurrency-policy
+/// decision is therefore up to this much older than the start it governs.
+const ARM_US: i64 = 20_000;
 /// Largest claim entry; a bigger batch is split.
 const MAX_CLAIMS_PER_ENTRY: usize = 20_000;
+
+/// Attempts prepared for one instant.
+struct Armed {
+    at: Millis,
+    starts: Vec<StartTask>,
+}
+
+/// One prepared attempt: everything decided, waiting to be launched.
+struct StartTask {
+    ctx: Arc<NodeCtx>,
+    executors: Arc<Executors>,
+    recorder: Recorder,
+    done_tx: mpsc::UnboundedSender<Done>,
+    first: bool,
+    attempt: Attempt,
+    uid: String,
+    spec: Arc<ScheduledJobSpec>,
+    token: CancellationToken,
+}
+
+impl StartTask {
+    /// Records the start and spawns the action. This is the moment the
+    /// attempt starts, and what the lateness metric measures.
+    fn launch(self) {
+        let started_us = now_us();
+        if self.first {
+            let late = (started_us - self.attempt.scheduled_ms * 1000).max(0) as f64 / 1e6;
+            self.ctx.metrics.fire_lateness.observe(late);
+        } else {
+            self.ctx.metrics.retries.inc();
+        }
+        self.recorder.record(RunEvent::Started {
+            run: RunRef {
+                uid: self.uid.clone(),
+                run_id: self.attempt.run_id.clone(),
+            },
+            attempt: self.attempt.attempt,
+            at: started_us / 1000,
+        });
+        tokio::spawn(async move {
+            let outcome = self
+                .executors
+                .run(&self.spec, &self.attempt, self.token.clone())
+                .await;
+            if self.token.is_cancelled() {
+                return; // replaced, deleted or leadership moved: not ours to record
+            }
+            let _ = self.done_tx.send(Done {
+                uid: self.uid,
+                run_id: self.attempt.run_id,
+                attempt: self.attempt.attempt,
+                outcome,
+                at: now_ms(),
+            });
+        });
+    }
+}
+
+/// Launches armed attempts at their instants. A task of its own, so that
+/// work in the main loop (refreshing after a large apply, planning claims)
+/// never delays a start.
+struct Firer {
+    ctx: Arc<NodeCtx>,
+    term: u64,
+    lease: Duration,
+    aborted: mpsc::UnboundedSender<(String, String, u32)>,
+}
+
+impl Firer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Armed>, cancel: CancellationToken) {
+        let mut armed: BTreeMap<Millis, Vec<StartTask>> = BTreeMap::new();
+        loop {
+            let wake = armed.keys().next().map(|at| {
+                let wait_us = at * 1000 - SPIN_US - now_us();
+                tokio::time::Instant::now() + Duration::from_micros(wait_us.max(0) as u64)
+            });
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                a = rx.recv() => match a {
+                    Some(a) => { armed.entry(a.at).or_default().extend(a.starts); continue }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
+            }
+            let Some(&first) = armed.keys().next() else {
+                continue;
+            };
+            // The timer wakes up to a millisecond late; spin the rest of the way.
+            while now_us() < first * 1000 {
+                std::hint::spin_loop();
+            }
+            let go = self.lease_valid();
+            let now = now_ms();
+            while let Some(entry) = armed.first_entry() {
+                if *entry.key() > now {
+                    break;
+                }
+                for start in entry.remove() {
+                    if go && !start.token.is_cancelled() {
+                        start.launch();
+                    } else if !go {
+                        // No quorum contact within the lease: another node may be
+                        // taking over, so nothing starts. The main loop requeues;
+                        // the term ends if leadership is lost.
+                        let _ = self.aborted.send((
+                            start.uid,
+                            start.attempt.run_id,
+                            start.attempt.attempt,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn lease_valid(&self) -> bool {
+        use openraft::Instant as _;
+        match self.ctx.raft.as_leader() {
+            Ok(l) => {
+                l.leader_id().term == self.term
+                    && l.last_quorum_acked()
+                        .is_some_and(|t| t.elapsed() < self.lease)
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 struct Done {
     uid: String,
@@ -46,7 +179,16 @@ pub struct LeaderTerm {
     due_of: HashMap<String, Millis>,
     /// Starts waiting for their time: (at, run id, attempt) → uid.
     queue: BTreeMap<(Millis, String, u32), String>,
-    queued: HashSet<(String, u32)>,
+    /// Hands armed gates to the firer task.
+    arm_tx: mpsc::UnboundedSender<Armed>,
+    arm_rx: Option<mpsc::UnboundedReceiver<Armed>>,
+    /// Starts the firer could not open (no lease), to requeue.
+    aborted_tx: mpsc::UnboundedSender<(String, String, u32)>,
+    aborted_rx: mpsc::UnboundedReceiver<(String, String, u32)>,
+    /// What the due entry of a schedule was computed from: (generation,
+    /// claimed_through, suspend). Run transitions leave it unchanged, so
+    /// they do not cost a next-fire computation.
+    due_basis: HashMap<String, (i64, Millis, bool)>,
     /// Attempts executing here: run id → (attempt, cancel).
     running: HashMap<String, (u32, CancellationToken)>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -66,6 +208,8 @@ impl LeaderTerm {
         // starting only within 80 % of the shortest one keeps clear of it.
         let lease = ctx.config.timing.election_min * 4 / 5;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (arm_tx, arm_rx) = mpsc::unbounded_channel();
+        let (aborted_tx, aborted_rx) = mpsc::unbounded_channel();
         Self {
             ctx,
             term,
@@ -76,7 +220,11 @@ impl LeaderTerm {
             due: BTreeSet::new(),
             due_of: HashMap::new(),
             queue: BTreeMap::new(),
-            queued: HashSet::new(),
+            arm_tx,
+            arm_rx: Some(arm_rx),
+            aborted_tx,
+            aborted_rx,
+            due_basis: HashMap::new(),
             running: HashMap::new(),
             done_tx,
             done_rx,
@@ -118,6 +266,16 @@ impl LeaderTerm {
         let (claim_err_tx, mut claim_err_rx) = mpsc::unbounded_channel::<String>();
         let tick = Duration::from_millis((self.settings.lookahead_ms / 4).max(25) as u64);
         let mut next_claim = tokio::time::Instant::now();
+        let firer = Firer {
+            ctx: self.ctx.clone(),
+            term: self.term,
+            lease: self.lease,
+            aborted: self.aborted_tx.clone(),
+        };
+        let firer_task = tokio::spawn(firer.run(
+            self.arm_rx.take().expect("one run per term"),
+            self.cancel.clone(),
+        ));
         loop {
             let dirty = feed.take();
             if !dirty.is_empty() {
@@ -127,7 +285,7 @@ impl LeaderTerm {
                 self.claim(&claim_err_tx);
                 next_claim = tokio::time::Instant::now() + tick;
             }
-            self.dispatch(&recorder).await;
+            self.arm(&recorder);
             self.ctx.metrics.active_runs.set(self.running.len() as i64);
 
             let wake = self.next_wake().map_or(next_claim, |w| w.min(next_claim));
@@ -135,6 +293,10 @@ impl LeaderTerm {
                 _ = self.cancel.cancelled() => break,
                 _ = feed.changed() => {}
                 Some(d) = self.done_rx.recv() => self.finished(d, &recorder),
+                Some((uid, run_id, attempt)) = self.aborted_rx.recv() => {
+                    self.running.remove(&run_id);
+                    self.queue.insert((now_ms() + 5, run_id, attempt), uid);
+                }
                 Some(e) = claim_err_rx.recv() => {
                     tracing::warn!(term = self.term, error = %e, "claim failed; leaving the fire loop");
                     break;
@@ -146,6 +308,7 @@ impl LeaderTerm {
             token.cancel();
         }
         self.ctx.metrics.active_runs.set(0);
+        firer_task.abort();
         drop(recorder);
         let _ = tokio::time::timeout(Duration::from_secs(2), recorder_task).await;
     }
@@ -222,6 +385,7 @@ impl LeaderTerm {
         if dirty.all {
             self.due.clear();
             self.due_of.clear();
+            self.due_basis.clear();
             for s in d.state.schedules() {
                 self.update(s);
             }
@@ -239,6 +403,7 @@ impl LeaderTerm {
     }
 
     fn forget(&mut self, uid: &str) {
+        self.due_basis.remove(uid);
         if let Some(at) = self.due_of.remove(uid) {
             self.due.remove(&(at, uid.to_string()));
         }
@@ -247,18 +412,25 @@ impl LeaderTerm {
 
     /// Re-reads one schedule: its next claimable instant and its pending starts.
     fn update(&mut self, s: &ScheduleRecord) {
-        if let Some(at) = self.due_of.remove(&s.uid) {
-            self.due.remove(&(at, s.uid.clone()));
-        }
-        if let Some(p) = self.parsed_for(s)
-            && let Some(next) = plan::next_claimable(s, &p)
-        {
-            self.due.insert((next, s.uid.clone()));
-            self.due_of.insert(s.uid.clone(), next);
+        let basis = (s.generation, s.claimed_through, s.spec.suspend);
+        if self.due_basis.get(&s.uid) != Some(&basis) {
+            self.due_basis.insert(s.uid.clone(), basis);
+            if let Some(at) = self.due_of.remove(&s.uid) {
+                self.due.remove(&(at, s.uid.clone()));
+            }
+            if let Some(p) = self.parsed_for(s)
+                && let Some(next) = plan::next_claimable(s, &p)
+            {
+                self.due.insert((next, s.uid.clone()));
+                self.due_of.insert(s.uid.clone(), next);
+            }
         }
         for run in &s.active {
             if let Some(p) = plan::pending_start(run)
-                && self.queued.insert((run.run_id.clone(), p.attempt))
+                && self
+                    .running
+                    .get(&run.run_id)
+                    .is_none_or(|(a, _)| *a < p.attempt)
             {
                 self.queue
                     .insert((p.at, run.run_id.clone(), p.attempt), s.uid.clone());
@@ -340,63 +512,33 @@ impl LeaderTerm {
     }
 
     fn next_wake(&self) -> Option<tokio::time::Instant> {
-        let (at, _, _) = self.queue.first_key_value()?.0;
-        let wait_us = at * 1000 - now_us() - SPIN_US;
+        let at_us = self.queue.first_key_value()?.0.0 * 1000 - ARM_US;
+        let wait_us = at_us - now_us();
         Some(tokio::time::Instant::now() + Duration::from_micros(wait_us.max(0) as u64))
     }
 
-    fn lease_valid(&self) -> bool {
-        use openraft::Instant as _;
-        match self.ctx.raft.as_leader() {
-            Ok(l) => {
-                l.leader_id().term == self.term
-                    && l.last_quorum_acked()
-                        .is_some_and(|t| t.elapsed() < self.lease)
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Starts everything due now; spins through the last moments before an
-    /// instant so the start is not late by a timer tick.
-    async fn dispatch(&mut self, recorder: &Recorder) {
-        let Some((&(first_at, _, _), _)) = self.queue.first_key_value() else {
-            return;
-        };
-        let lead_us = first_at * 1000 - now_us();
-        if lead_us > SPIN_US {
-            return;
-        }
-        while now_us() < first_at * 1000 {
-            std::hint::spin_loop();
-            if now_us() + 200 < first_at * 1000 {
-                tokio::task::yield_now().await;
-            }
-        }
-        let now = now_ms();
+    /// Decides each imminent start against the current state and spawns its
+    /// task, waiting on the gate of its instant. Deciding a few milliseconds
+    /// early keeps that work off the critical path: at the instant, one
+    /// lease check opens the gate and the tasks start on all worker threads.
+    fn arm(&mut self, recorder: &Recorder) {
+        let mut gates: BTreeMap<Millis, Vec<StartTask>> = BTreeMap::new();
+        let arm_started = now_us();
+        let horizon = (now_us() + ARM_US) / 1000;
         let mut due = Vec::new();
         while let Some(entry) = self.queue.first_entry() {
-            if entry.key().0 > now {
+            if entry.key().0 > horizon {
                 break;
             }
-            let ((_, run_id, attempt), uid) = entry.remove_entry();
-            self.queued.remove(&(run_id.clone(), attempt));
-            due.push((uid, run_id, attempt));
+            let ((at, run_id, attempt), uid) = entry.remove_entry();
+            due.push((at, uid, run_id, attempt));
         }
-        if !self.lease_valid() {
-            // No quorum contact within the lease: another node may be taking
-            // over, so nothing starts. Retry shortly; the term ends if it is lost.
-            let retry = now_ms() + 5;
-            for (uid, run_id, attempt) in due {
-                if self.queued.insert((run_id.clone(), attempt)) {
-                    self.queue.insert((retry, run_id, attempt), uid);
-                }
-            }
+        if due.is_empty() {
             return;
         }
         let ctx = self.ctx.clone();
         let d = ctx.sm.read();
-        for (uid, run_id, attempt) in due {
+        for (at, uid, run_id, attempt) in due {
             let Some(s) = d.state.get_arc_by_uid(&uid) else {
                 continue;
             };
@@ -406,7 +548,7 @@ impl LeaderTerm {
             if plan::pending_start(run).map(|p| p.attempt) != Some(attempt) {
                 continue; // settled meanwhile (replaced, deleted, already started)
             }
-            let start = match plan::at_start(&s, run, now) {
+            let start = match plan::at_start(&s, run, at.max(now_ms())) {
                 StartDecision::Start => true,
                 StartDecision::Events(events, replace) => {
                     for e in &events {
@@ -417,62 +559,53 @@ impl LeaderTerm {
                         }
                         self.count(e);
                     }
-                    for e in events {
-                        recorder.record(e);
-                    }
+                    recorder.record_all(events);
                     replace
                 }
             };
             if !start {
                 continue;
             }
-            let started_us = now_us();
-            if attempt == 1 || run.first_start.is_none() {
-                let late = (started_us - run.instant * 1000).max(0) as f64 / 1e6;
-                self.ctx.metrics.fire_lateness.observe(late);
-            } else {
-                self.ctx.metrics.retries.inc();
-            }
-            recorder.record(RunEvent::Started {
-                run: RunRef {
-                    uid: uid.clone(),
-                    run_id: run_id.clone(),
-                },
-                attempt,
-                at: started_us / 1000,
-            });
-            let token = self.cancel.child_token();
+            let token = CancellationToken::new();
             if let Some((_, old)) = self
                 .running
                 .insert(run_id.clone(), (attempt, token.clone()))
             {
                 old.cancel();
             }
-            let a = Attempt {
-                namespace: s.namespace.clone(),
-                name: s.name.clone(),
-                run_id: run_id.clone(),
-                attempt,
-                scheduled_ms: run.instant,
-                term: self.term,
-                timeout: Duration::from_millis(s.spec.timeout_ms() as u64),
+            let task = StartTask {
+                ctx: self.ctx.clone(),
+                executors: self.executors.clone(),
+                recorder: recorder.clone(),
+                done_tx: self.done_tx.clone(),
+                first: run.first_start.is_none(),
+                attempt: Attempt {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    run_id,
+                    attempt,
+                    scheduled_ms: run.instant,
+                    term: self.term,
+                    timeout: Duration::from_millis(s.spec.timeout_ms() as u64),
+                },
+                uid,
+                spec: s.spec.clone(),
+                token,
             };
-            let executors = self.executors.clone();
-            let done_tx = self.done_tx.clone();
-            let schedule = s.clone();
-            tokio::spawn(async move {
-                let outcome = executors.run(&schedule.spec, &a, token.clone()).await;
-                if token.is_cancelled() {
-                    return; // replaced, deleted or leadership moved: not ours to record
-                }
-                let _ = done_tx.send(Done {
-                    uid,
-                    run_id: a.run_id,
-                    attempt: a.attempt,
-                    outcome,
-                    at: now_ms(),
-                });
-            });
+            gates.entry(at).or_default().push(task);
+        }
+        drop(d);
+        if !gates.is_empty() {
+            tracing::debug!(
+                first = gates.keys().next().copied(),
+                lead_us = gates.keys().next().map(|f| f * 1000 - arm_started),
+                took_us = now_us() - arm_started,
+                n = gates.values().map(Vec::len).sum::<usize>(),
+                "armed"
+            );
+        }
+        for (at, starts) in gates {
+            let _ = self.arm_tx.send(Armed { at, starts });
         }
     }
 

@@ -29,6 +29,12 @@ impl Recorder {
         let _ = self.tx.send(e);
     }
 
+    pub fn record_all(&self, events: impl IntoIterator<Item = RunEvent>) {
+        for e in events {
+            self.record(e);
+        }
+    }
+
     pub fn spawn(
         raft: Raft,
         term: u64,

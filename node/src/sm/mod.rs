@@ -86,7 +86,8 @@ pub struct ScheduleRecord {
     pub name: String,
     pub uid: String,
     pub generation: i64,
-    pub spec: ScheduledJobSpec,
+    /// Shared with the attempts executing it, so run transitions copy a pointer.
+    pub spec: Arc<ScheduledJobSpec>,
     pub created: Millis,
     pub updated: Millis,
     /// The latest instant claimed (or the creation / resume time).
@@ -273,11 +274,11 @@ impl State {
                 if item.generation < existing.generation {
                     return UpsertOutcome::Stale;
                 }
-                if item.generation == existing.generation && existing.spec == item.spec {
+                if item.generation == existing.generation && *existing.spec == item.spec {
                     return UpsertOutcome::Unchanged;
                 }
                 existing.generation = item.generation;
-                existing.spec = item.spec.clone();
+                existing.spec = Arc::new(item.spec.clone());
                 existing.updated = now;
                 // Instants already claimed keep their claims; the new spec
                 // takes over after them, and nothing before `now` counts as missed.
@@ -298,7 +299,7 @@ impl State {
             name: item.name.clone(),
             uid: item.uid.clone(),
             generation: item.generation,
-            spec: item.spec.clone(),
+            spec: Arc::new(item.spec.clone()),
             created: now,
             updated: now,
             claimed_through: now,
@@ -350,7 +351,7 @@ impl State {
                 found: true,
             };
         }
-        s.spec.suspend = suspend;
+        Arc::make_mut(&mut s.spec).suspend = suspend;
         s.updated = now;
         if !suspend {
             // Fires that came due while suspended are skipped, not caught up.

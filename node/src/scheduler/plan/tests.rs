@@ -178,14 +178,14 @@ fn forbid_skips_a_fire_while_another_run_is_active_and_replace_replaces_it() {
     assert!(
         matches!(at_start(&s, &next, T0 + 2000), StartDecision::Events(ref e, false) if matches!(e[0], RunEvent::Skipped { .. }))
     );
-    s.spec.concurrency_policy = ConcurrencyPolicy::Replace;
+    std::sync::Arc::make_mut(&mut s.spec).concurrency_policy = ConcurrencyPolicy::Replace;
     match at_start(&s, &next, T0 + 2000) {
         StartDecision::Events(e, true) => assert!(
             matches!(&e[..], [RunEvent::Replaced { run, .. }] if run.run_id == active.run_id)
         ),
         d => panic!("{d:?}"),
     }
-    s.spec.concurrency_policy = ConcurrencyPolicy::Allow;
+    std::sync::Arc::make_mut(&mut s.spec).concurrency_policy = ConcurrencyPolicy::Allow;
     assert_eq!(at_start(&s, &next, T0 + 2000), StartDecision::Start);
 }
 
