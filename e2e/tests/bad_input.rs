@@ -183,7 +183,7 @@ async fn malformed_requests_get_errors_naming_the_field_and_change_nothing() {
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(
-        err.contains("bad.yaml:12") && err.contains("concurrencyPolicy"),
+        err.contains("bad.yaml:13:22") && err.contains("concurrencyPolicy"),
         "{err}"
     );
     assert_eq!(
