@@ -138,6 +138,7 @@ pub async fn failover(trials: usize, node_args: Vec<String>) -> anyhow::Result<R
     let mut c = Cluster::start(ClusterOptions {
         nodes: 3,
         extra_args: node_args.clone(),
+        ..Default::default()
     })
     .await;
     let ledger = Ledger::start(c.path()).await;

@@ -14,6 +14,38 @@ pub struct ClusterOptions {
     pub nodes: u64,
     /// Extra flags for every node (e.g. timeouts).
     pub extra_args: Vec<String>,
+    /// TLS files the harness's own client uses (CA, client cert, key).
+    pub client_tls: Option<ClientTlsFiles>,
+}
+
+/// PEM files of a TLS client.
+#[derive(Clone, Debug)]
+pub struct ClientTlsFiles {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTlsFiles {
+    pub fn config(&self) -> tonic::transport::ClientTlsConfig {
+        raftcron_node::tls::client_config(Some(&self.ca), self.cert.as_deref(), self.key.as_deref())
+            .expect("client TLS files")
+            .expect("TLS enabled")
+    }
+
+    /// The raftcronctl flags for these files.
+    pub fn flags(&self) -> Vec<String> {
+        let mut f = vec!["--tls-ca".to_string(), self.ca.display().to_string()];
+        if let (Some(c), Some(k)) = (&self.cert, &self.key) {
+            f.extend([
+                "--tls-cert".into(),
+                c.display().to_string(),
+                "--tls-key".into(),
+                k.display().to_string(),
+            ]);
+        }
+        f
+    }
 }
 
 impl Default for ClusterOptions {
@@ -21,6 +53,7 @@ impl Default for ClusterOptions {
         Self {
             nodes: 3,
             extra_args: Vec::new(),
+            client_tls: None,
         }
     }
 }
@@ -132,6 +165,7 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProcess>,
+    pub client_tls: Option<ClientTlsFiles>,
 }
 
 impl Cluster {
@@ -172,7 +206,11 @@ impl Cluster {
                 }
             })
             .collect();
-        Self { dir, nodes }
+        Self {
+            dir,
+            nodes,
+            client_tls: opts.client_tls,
+        }
     }
 
     /// Starts every node (node 1 bootstraps) and waits for a leader.
@@ -197,16 +235,23 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(self.endpoints(), None).with_deadline(Duration::from_secs(20))
+        Client::new(
+            self.endpoints(),
+            self.client_tls.as_ref().map(ClientTlsFiles::config),
+        )
+        .with_deadline(Duration::from_secs(20))
     }
 
     /// The status of one node, if it answers.
     pub async fn status(&self, id: u64) -> Option<StatusReply> {
         let addr = &self.nodes[(id - 1) as usize].grpc;
-        Client::new(vec![addr.clone()], None)
-            .status_of(addr)
-            .await
-            .ok()
+        Client::new(
+            vec![addr.clone()],
+            self.client_tls.as_ref().map(ClientTlsFiles::config),
+        )
+        .status_of(addr)
+        .await
+        .ok()
     }
 
     /// The leader a running node reports, if that leader itself agrees.
@@ -240,6 +285,7 @@ impl Cluster {
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(bin("raftcronctl"))
             .args(["--endpoint", &self.endpoints().join(",")])
+            .args(self.client_tls.iter().flat_map(ClientTlsFiles::flags))
             .args(args)
             .output()
             .expect("run raftcronctl")

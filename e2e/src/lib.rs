@@ -17,7 +17,7 @@ pub mod bench;
 pub mod cluster;
 pub mod ledger;
 
-pub use cluster::{Cluster, ClusterOptions, NodeProcess};
+pub use cluster::{ClientTlsFiles, Cluster, ClusterOptions, NodeProcess};
 pub use ledger::{Ledger, LedgerRecord};
 
 use std::path::PathBuf;
