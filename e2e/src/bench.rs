@@ -273,7 +273,7 @@ pub async fn lateness(n: usize, duration: Duration) -> anyhow::Result<Report> {
         .await
         .ok_or_else(|| anyhow::anyhow!("no leader"))?;
     let http = &c.nodes[(leader - 1) as usize].http;
-    let metrics = http_get(http, "/metrics").await?;
+    let (_, metrics) = crate::http_get(http, "/metrics").await?;
     let hist = histogram(&metrics, "raftcron_node_fire_lateness_seconds");
     for p in [50.0, 99.0, 99.9] {
         report.add(
@@ -284,19 +284,6 @@ pub async fn lateness(n: usize, duration: Duration) -> anyhow::Result<Report> {
     }
     report.notes.push("Node lateness is read from the leader's raftcron_node_fire_lateness_seconds histogram (upper bound of the bucket holding the quantile).".into());
     Ok(report)
-}
-
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    Ok(buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
 }
 
 /// (upper bound, cumulative count) pairs of a Prometheus histogram.

@@ -225,3 +225,131 @@ async fn a_wiped_node_rejoins_as_a_new_member_and_no_second_cluster_is_bootstrap
         assert_eq!(c.status(id).await.unwrap().cluster_id, cluster_id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_purged_log_catches_up_from_a_streamed_snapshot() {
+    let mut c = Cluster::start(ClusterOptions {
+        extra_args: vec!["--snapshot-every=100".into()],
+        ..Default::default()
+    })
+    .await;
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    c.node(follower).kill9();
+    let client = c.client();
+    for i in 0..1500 {
+        client
+            .upsert_batch(vec![upsert(&format!("snap-{i:05}"))])
+            .await
+            .unwrap();
+    }
+    let leader_status = c.status(leader).await.unwrap();
+    assert!(
+        leader_status.snapshot_index.unwrap_or(0) > 1000,
+        "{leader_status:?}"
+    );
+    c.node(follower).start(false);
+    let target = commit_of_leader(&c).await;
+    let caught = wait_for(Duration::from_secs(20), || async {
+        c.status(follower)
+            .await
+            .filter(|s| s.applied_index >= Some(target) && s.schedules == 1500)
+    })
+    .await
+    .unwrap_or_else(|| panic!("follower {follower} did not catch up\n{}", c.logs()));
+    // The entries it missed were purged on the leader: only a snapshot could bring it here.
+    assert!(caught.snapshot_index.unwrap_or(0) > 1000, "{caught:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_removed_and_added_back_through_the_leader() {
+    let c = Cluster::start(ClusterOptions::default()).await;
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let other = (1..=3).find(|i| *i != leader).unwrap();
+    let out = c.ctl(&["member", "remove", &other.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let members: Vec<u64> = c
+        .status(leader)
+        .await
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert!(!members.contains(&other), "{members:?}");
+    let addr = c.nodes[(other - 1) as usize].grpc.clone();
+    let out = c.ctl(&["member", "add", &other.to_string(), &addr]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = wait_for(Duration::from_secs(10), || async {
+        let s = c.status(c.leader().await?).await?;
+        s.members
+            .iter()
+            .any(|m| m.id == other && m.voter)
+            .then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "{}", c.logs());
+    let refused = c.ctl(&["member", "add", "7", &addr]);
+    assert!(
+        !refused.status.success(),
+        "a node answering as another id must be refused"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(&format!("is node {other}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_serves_metrics_health_and_readiness() {
+    let c = Cluster::start(ClusterOptions::default()).await;
+    for n in &c.nodes {
+        let (code, body) = raftcron_e2e::http_get(&n.http, "/readyz").await.unwrap();
+        assert_eq!(code, 200, "node {}: {body}", n.id);
+        assert_eq!(
+            raftcron_e2e::http_get(&n.http, "/healthz").await.unwrap().0,
+            200
+        );
+        let (_, metrics) = raftcron_e2e::http_get(&n.http, "/metrics").await.unwrap();
+        for name in [
+            "raftcron_node_raft_term",
+            "raftcron_node_raft_is_leader",
+            "raftcron_node_raft_commit_index",
+            "raftcron_node_raft_applied_index",
+            "raftcron_node_grpc_requests_total",
+            "raftcron_node_grpc_request_duration_seconds",
+            "raftcron_node_fire_lateness_seconds",
+            "raftcron_node_active_runs",
+            "raftcron_node_retries_total",
+            "raftcron_node_schedules",
+        ] {
+            assert!(metrics.contains(name), "node {} lacks {name}", n.id);
+        }
+        let (_, status) = raftcron_e2e::http_get(&n.http, "/v1/status").await.unwrap();
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert!(status["leader"].is_u64(), "{status}");
+    }
+    // A node that is not (yet) a member is alive but not ready.
+    let mut lone = Cluster::new(ClusterOptions {
+        nodes: 1,
+        ..Default::default()
+    });
+    lone.node(1).start(false);
+    let http = lone.nodes[0].http.clone();
+    let not_ready = wait_for(Duration::from_secs(10), || async {
+        let (code, body) = raftcron_e2e::http_get(&http, "/readyz").await.ok()?;
+        (code == 503).then_some(body)
+    })
+    .await
+    .expect("readyz answers 503");
+    assert!(not_ready.contains("not a member"), "{not_ready}");
+    assert_eq!(
+        raftcron_e2e::http_get(&http, "/healthz").await.unwrap().0,
+        200
+    );
+}

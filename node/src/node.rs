@@ -109,6 +109,7 @@ impl Node {
         if !config.peers.contains_key(&config.id) && !config.peers.is_empty() {
             return Err(StartError::NotInPeers(config.id));
         }
+        crate::tls::install_crypto_provider();
         let identity = Arc::new(Identity::load_or_create(
             &config.data_dir,
             config.id,

@@ -111,3 +111,9 @@ pub fn client_config(
     }
     Ok(Some(cfg))
 }
+
+/// Makes ring the process's rustls crypto provider (tonic, kube and reqwest
+/// all use rustls; ring is the one compiled in). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -41,6 +41,7 @@ pub struct HttpExecutor {
 
 impl HttpExecutor {
     pub fn new(policy: HttpPolicy) -> Self {
+        crate::tls::install_crypto_provider();
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
