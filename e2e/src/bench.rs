@@ -68,6 +68,7 @@ fn upsert(ns: &str, name: &str, spec: &serde_json::Value) -> UpsertRequest {
         uid: format!("{ns}-{name}"),
         generation: 1,
         spec_json: spec.to_string(),
+        kubernetes: false,
     }
 }
 

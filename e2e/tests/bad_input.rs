@@ -94,6 +94,7 @@ async fn a_node_with_a_corrupted_log_tail_refuses_to_start_and_the_cluster_keeps
             uid: format!("u{i}"),
             generation: 1,
             spec_json: spec.into(),
+            kubernetes: false,
         };
         client.upsert_batch(vec![req]).await.unwrap();
     }

@@ -120,6 +120,7 @@ fn upsert(name: &str) -> UpsertRequest {
         generation: 1,
         spec_json: r#"{"schedule":"0 0 1 1 *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#
             .into(),
+        kubernetes: false,
     }
 }
 

@@ -27,6 +27,7 @@ pub fn upsert_from_pb(req: &pb::UpsertRequest) -> Result<UpsertSchedule, Status>
         uid: req.uid.clone(),
         generation: req.generation,
         spec,
+        kubernetes: req.kubernetes,
     })
 }
 

@@ -137,6 +137,8 @@ pub fn upsert_request(job: &raftcron_crds::ScheduledJob) -> pb::UpsertRequest {
         spec_json: serde_json::to_string(&job.spec).expect("spec serializes"),
         namespace,
         name,
+        // Applied from a file: no Kubernetes object to write status to.
+        kubernetes: false,
     }
 }
 

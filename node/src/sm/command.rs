@@ -93,6 +93,9 @@ pub struct UpsertSchedule {
     pub uid: String,
     pub generation: i64,
     pub spec: ScheduledJobSpec,
+    /// Mirrors a Kubernetes ScheduledJob whose status the leader writes.
+    #[serde(default)]
+    pub kubernetes: bool,
 }
 
 /// How a fire is disposed of when it is claimed.

@@ -92,6 +92,9 @@ pub struct ScheduleRecord {
     pub updated: Millis,
     /// The latest instant claimed (or the creation / resume time).
     pub claimed_through: Millis,
+    /// Mirrors a Kubernetes ScheduledJob (its status is written back).
+    #[serde(default)]
+    pub kubernetes: bool,
     pub manual_seq: u64,
     pub counters: Counters,
     /// Runs not finished, oldest instant first.
@@ -303,6 +306,7 @@ impl State {
             created: now,
             updated: now,
             claimed_through: now,
+            kubernetes: item.kubernetes,
             manual_seq: 0,
             counters: Counters::default(),
             active: Vec::new(),

@@ -30,6 +30,7 @@ fn upsert(
             uid: uid.into(),
             generation,
             spec,
+            kubernetes: false,
         }],
         now,
     };

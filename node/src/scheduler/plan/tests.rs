@@ -24,6 +24,7 @@ fn record(schedule: &str, f: impl FnOnce(&mut ScheduledJobSpec)) -> (ScheduleRec
             uid: "u".into(),
             generation: 1,
             spec,
+            kubernetes: false,
         }],
         now: T0,
     };
