@@ -25,6 +25,7 @@ async fn every_instant_fires_through_two_leader_kills_and_no_attempt_runs_twice(
             spec_json:
                 serde_json::json!({"schedule": "* * * * * *", "action": {"http": {"url": url}}})
                     .to_string(),
+            kubernetes: false,
         })
         .collect();
     c.client().upsert_batch(items).await.unwrap();
