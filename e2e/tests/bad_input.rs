@@ -150,6 +150,7 @@ async fn malformed_requests_get_errors_naming_the_field_and_change_nothing() {
         generation: 1,
         spec_json: r#"{"schedule":"61 * * * *","action":{"http":{"url":"http://127.0.0.1:9/"}}}"#
             .into(),
+        kubernetes: false,
     };
     let err = client.upsert_batch(vec![bad]).await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
