@@ -15,6 +15,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod kube;
 pub mod ledger;
 
 pub use cluster::{ClientTlsFiles, Cluster, ClusterOptions, NodeProcess};
@@ -100,4 +101,9 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
             .map(|(_, b)| b.to_string())
             .unwrap_or_default(),
     ))
+}
+
+/// Makes ring the rustls provider of the test process (see raftcron_node::tls).
+pub fn install_crypto() {
+    raftcron_node::tls::install_crypto_provider();
 }

@@ -165,6 +165,22 @@ impl Client {
             .map_err(ClientError::Status)
     }
 
+    /// Asks the node at `addr` to hand over its leadership, without following
+    /// a redirect (which would move another node's leadership).
+    pub async fn transfer_leader_at(
+        &self,
+        addr: &str,
+        to: u64,
+    ) -> Result<pb::TransferLeaderReply, ClientError> {
+        let mut c = SchedulerClient::new(self.channel_for(addr)?);
+        let mut req = tonic::Request::new(pb::TransferLeaderRequest { to });
+        req.set_timeout(self.request_timeout);
+        c.transfer_leader(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(ClientError::Status)
+    }
+
     pub async fn upsert_batch(
         &self,
         items: Vec<pb::UpsertRequest>,

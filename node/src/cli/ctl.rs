@@ -79,6 +79,9 @@ pub enum Command {
         #[command(subcommand)]
         action: MemberAction,
     },
+    /// If the node asked (--endpoint, not followed) leads, hand leadership to
+    /// the most up-to-date other voter; otherwise do nothing. For preStop hooks.
+    StepDown,
     /// Move leadership to another voter.
     TransferLeader {
         /// Target node id; default: the most up-to-date other voter.
@@ -350,6 +353,20 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                 MemberAction::Remove { id } => client.remove_member(id).await?,
             };
             print_members(&reply.members, json_out);
+        }
+        Command::StepDown => {
+            let addr = &cli.endpoint[0];
+            let s = client.status_of(addr).await?;
+            if s.leader != Some(s.id) {
+                println!("node {} does not lead; nothing to do", s.id);
+                return Ok(());
+            }
+            let r = client.transfer_leader_at(addr, 0).await?;
+            println!(
+                "node {} stepped down; leader: {}",
+                s.id,
+                r.leader.map_or("unknown".into(), |l| l.to_string())
+            );
         }
         Command::TransferLeader { to } => {
             let r = client.transfer_leader(to).await?;
