@@ -313,3 +313,88 @@ fn hist_quantile(buckets: &[(f64, f64)], p: f64) -> f64 {
         .find(|(_, c)| *c >= want)
         .map_or(f64::NAN, |(le, _)| *le)
 }
+
+/// With a real API server: `count` ScheduledJobs created at once, and the
+/// time until every one is Ready (registered by the operator).
+pub async fn kubernetes_ready(count: usize) -> anyhow::Result<Report> {
+    use kube::api::{ListParams, PostParams};
+    let kc = crate::kube::kubeconfig().map_err(|e| anyhow::anyhow!(e))?;
+    let client = crate::kube::client(&kc).await;
+    crate::kube::install_crd(&client).await;
+    let ns = crate::kube::TempNamespace::create(&client, "raftcron-bench").await;
+    let dir = tempfile::tempdir()?;
+    let mut pods = crate::kube::pod_nodes(dir.path(), &kc, 3);
+    let endpoints: Vec<String> = pods.iter().map(|p| p.grpc.clone()).collect();
+    let mut operator = crate::kube::Operator::new(
+        dir.path(),
+        &kc,
+        &ns.name,
+        &endpoints,
+        "image: raftcron-node:bench\n",
+    );
+    for p in &mut pods {
+        p.start();
+    }
+    operator.start();
+    let api: kube::Api<raftcron_crds::ScheduledJob> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let started = Instant::now();
+    let mut creates = Vec::new();
+    for i in 0..count {
+        let obj: raftcron_crds::ScheduledJob = serde_json::from_value(json!({
+            "apiVersion": "raftcron.dev/v1alpha1", "kind": "ScheduledJob",
+            "metadata": {"name": format!("job-{i:05}"), "namespace": ns.name},
+            "spec": {"schedule": "0 0 1 1 *", "action": {"http": {"url": "http://10.0.0.1/"}}},
+        }))?;
+        let api = api.clone();
+        creates.push(tokio::spawn(async move {
+            api.create(&PostParams::default(), &obj).await.map(|_| ())
+        }));
+        if creates.len() >= 32 {
+            for c in creates.drain(..) {
+                c.await??;
+            }
+        }
+    }
+    for c in creates {
+        c.await??;
+    }
+    let created = started.elapsed();
+    let ready = wait_for(Duration::from_secs(600), || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let n = list
+                .items
+                .iter()
+                .filter(|o| {
+                    o.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            (n == count).then_some(())
+        }
+    })
+    .await;
+    let mut report = Report::default();
+    report.add(
+        format!("{count} ScheduledJobs created (API calls, 32 in flight)"),
+        created.as_secs_f64(),
+        "s",
+    );
+    match ready {
+        Some(()) => report.add(
+            format!("{count} ScheduledJobs created → all Ready"),
+            started.elapsed().as_secs_f64(),
+            "s",
+        ),
+        None => report.notes.push(format!(
+            "not all {count} became Ready within 600 s\n{}",
+            operator.log_tail()
+        )),
+    }
+    Ok(report)
+}

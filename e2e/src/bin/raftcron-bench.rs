@@ -34,6 +34,11 @@ enum Cmd {
         #[arg(long, default_value = "")]
         node_args: String,
     },
+    /// With RAFTCRON_E2E_KUBECONFIG: N ScheduledJobs applied → all Ready.
+    KubernetesReady {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
     /// Fire lateness of N per-second schedules, at the node and at the target.
     Lateness {
         #[arg(long, default_value_t = 1000)]
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
                 schedules,
                 duration,
             } => bench::lateness(schedules, duration).await,
+            Cmd::KubernetesReady { count } => bench::kubernetes_ready(count).await,
         }
     })?;
     println!("{}", report.table());
