@@ -15,6 +15,8 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod etcd;
+pub mod etcd_rpc;
 pub mod kube;
 pub mod ledger;
 
