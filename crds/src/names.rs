@@ -41,6 +41,15 @@ pub mod reason {
     pub const EXEC_DISABLED: &str = "ExecDisabled";
 }
 
+/// `reason` values of the Warning Events the scheduler leader emits on a
+/// ScheduledJob for each run that ends badly.
+pub mod event {
+    pub const RUN_FAILED: &str = "RunFailed";
+    pub const RUN_TIMED_OUT: &str = "RunTimedOut";
+    pub const RUN_LOST: &str = "RunLost";
+    pub const RUN_MISSED: &str = "RunMissed";
+}
+
 /// Recommended Kubernetes label keys, on everything the operator creates.
 pub mod label {
     pub const NAME: &str = "app.kubernetes.io/name";

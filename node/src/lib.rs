@@ -7,6 +7,7 @@
 //!                          scheduler (leader: claim → start → record) ◄── sm (pure state machine)
 //!                                   │
 //!                                   └──► executors (http, exec, job)
+//!   kube (with --kubernetes): Secrets and Jobs for the executors; the leader's status writer
 //! ```
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod exec;
 pub mod http;
 pub mod identity;
+pub mod kube;
 pub mod membership;
 pub mod metrics;
 pub mod node;

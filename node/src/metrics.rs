@@ -26,6 +26,10 @@ pub struct Metrics {
     pub runs: IntCounterVec,
     pub active_runs: IntGauge,
     pub retries: prometheus::IntCounter,
+    /// Status writes to ScheduledJobs, by result (ok | error | gone).
+    pub status_patches: IntCounterVec,
+    /// Schedules whose status waits to be written (queued or backing off).
+    pub status_pending: IntGauge,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -89,6 +93,20 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(retries.clone()))
             .expect("unique metric");
+        let status_patches = IntCounterVec::new(
+            Opts::new(
+                "raftcron_node_status_patches_total",
+                "ScheduledJob status writes by the leader, by result (ok, error, gone)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(status_patches.clone()))
+            .expect("unique metric");
+        // Present from the start, so dashboards and alerts see zeros rather than nothing.
+        for result in ["ok", "error", "gone"] {
+            status_patches.with_label_values(&[result]);
+        }
         Self {
             term: gauge(r, "raftcron_node_raft_term", "Current Raft term"),
             is_leader: gauge(
@@ -121,6 +139,12 @@ impl Metrics {
                 "raftcron_node_active_runs",
                 "Attempts executing on this node",
             ),
+            status_pending: gauge(
+                r,
+                "raftcron_node_status_pending",
+                "ScheduledJob statuses waiting to be written (queued or backing off)",
+            ),
+            status_patches,
             grpc_requests,
             grpc_latency,
             fire_lateness,

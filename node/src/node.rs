@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub timing: RaftTiming,
     pub tls: Option<TlsFiles>,
     pub scheduler: crate::scheduler::SchedulerConfig,
+    /// The Kubernetes API (`--kubernetes`): Secrets, Jobs, status writing.
+    pub kube: Option<crate::kube::Kube>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +147,7 @@ impl Node {
         let (shutdown, rx) = watch::channel(false);
         let grpc_addr = grpc.local_addr().map_err(StartError::Storage)?;
         let http_addr = http.local_addr().map_err(StartError::Storage)?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(serve_grpc(ctx.clone(), grpc, server_tls, rx.clone())),
             tokio::spawn(crate::http::serve(ctx.clone(), http, rx.clone())),
             tokio::spawn(watch_metrics(ctx.clone(), rx.clone())),
@@ -153,6 +155,13 @@ impl Node {
             tokio::spawn(bootstrap_or_join(ctx.clone(), rx.clone())),
             tokio::spawn(crate::scheduler::run(ctx.clone(), rx.clone())),
         ];
+        if let Some(kube) = ctx.config.kube.clone() {
+            tasks.push(tokio::spawn(crate::kube::writer::run(
+                ctx.clone(),
+                kube,
+                rx.clone(),
+            )));
+        }
         tracing::info!(id = ctx.identity.id, uid = %ctx.identity.uid, %grpc_addr, %http_addr, "node started");
         Ok(Node {
             ctx,

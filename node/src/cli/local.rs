@@ -139,6 +139,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             timing: RaftTiming::default(),
             tls: None,
             scheduler: scheduler.clone(),
+            kube: None,
         };
         running.push(
             Node::start(config, grpc, http)

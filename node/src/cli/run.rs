@@ -18,8 +18,14 @@ use crate::tls::TlsFiles;
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// This node's Raft id (a positive integer, stable for the life of its data dir).
-    #[arg(long, env = "RAFTCRON_ID", value_parser = clap::value_parser!(u64).range(1..))]
-    pub id: NodeId,
+    /// May be left out with --id-from-hostname.
+    #[arg(long, env = "RAFTCRON_ID", value_parser = clap::value_parser!(u64).range(1..),
+          required_unless_present = "id_from_hostname")]
+    pub id: Option<NodeId>,
+    /// Take the id from the trailing StatefulSet ordinal of HOSTNAME (else the
+    /// system hostname), plus one: pod raftcron-node-2 is node 3.
+    #[arg(long, env = "RAFTCRON_ID_FROM_HOSTNAME")]
+    pub id_from_hostname: bool,
     /// gRPC listen address (Raft and the scheduler API).
     #[arg(long, env = "RAFTCRON_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: String,
@@ -40,6 +46,20 @@ pub struct RunArgs {
     /// Ignored once the data dir holds a cluster, and refused while a peer already belongs to one.
     #[arg(long, env = "RAFTCRON_BOOTSTRAP")]
     pub bootstrap: bool,
+    /// --bootstrap on the node whose id is N, ignored on the others, so every
+    /// pod of a StatefulSet can share one template while only one bootstraps.
+    #[arg(long, env = "RAFTCRON_BOOTSTRAP_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub bootstrap_id: Option<NodeId>,
+    /// Use the Kubernetes API (in-cluster config, else KUBECONFIG): Secret
+    /// headers, job actions, and the leader writes ScheduledJob statuses and Events.
+    #[arg(long, env = "RAFTCRON_KUBERNETES")]
+    pub kubernetes: bool,
+    /// ScheduledJob status writes (and Events) per second, sustained.
+    #[arg(long, env = "RAFTCRON_STATUS_QPS", default_value_t = 20.0)]
+    pub status_qps: f64,
+    /// ScheduledJob status writes allowed at once after a quiet period.
+    #[arg(long, env = "RAFTCRON_STATUS_BURST", default_value_t = 50)]
+    pub status_burst: u32,
     /// Leader heartbeat interval.
     #[arg(long, env = "RAFTCRON_HEARTBEAT", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
@@ -93,6 +113,69 @@ fn parse_peer(s: &str) -> Result<(NodeId, String), String> {
     Ok((id, addr.to_string()))
 }
 
+/// The node id of a StatefulSet pod: its trailing ordinal plus one
+/// (`raftcron-node-0` is node 1), since Raft ids start at 1. A fully
+/// qualified name is cut to its first label.
+pub fn id_from_hostname(hostname: &str) -> Result<NodeId, String> {
+    let host = hostname.trim().split('.').next().unwrap_or_default();
+    let ordinal = host
+        .rsplit_once('-')
+        .filter(|(name, ord)| {
+            !name.is_empty() && !ord.is_empty() && ord.bytes().all(|b| b.is_ascii_digit())
+        })
+        .map(|(_, ord)| ord)
+        .ok_or_else(|| {
+            format!(
+                "--id-from-hostname: hostname {hostname:?} does not end in -<number> \
+                 (a StatefulSet pod name such as raftcron-node-0); give --id instead"
+            )
+        })?;
+    ordinal
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(|| format!("--id-from-hostname: the ordinal of {hostname:?} is too large"))
+}
+
+/// Reconciles `--id` and `--id-from-hostname`.
+fn resolve_id(
+    id: Option<NodeId>,
+    from_hostname: bool,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<NodeId, String> {
+    if !from_hostname {
+        return id.ok_or_else(|| "--id is required (or --id-from-hostname)".to_string());
+    }
+    let host = hostname().ok_or_else(|| {
+        "--id-from-hostname: neither HOSTNAME nor the system hostname is set".to_string()
+    })?;
+    let derived = id_from_hostname(&host)?;
+    match id {
+        Some(given) if given != derived => Err(format!(
+            "--id {given} disagrees with --id-from-hostname: hostname {host:?} gives id {derived}"
+        )),
+        _ => Ok(derived),
+    }
+}
+
+/// HOSTNAME (set in every pod), else the kernel's hostname.
+fn hostname() -> Option<String> {
+    if let Ok(h) = std::env::var("HOSTNAME")
+        && !h.trim().is_empty()
+    {
+        return Some(h);
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let h = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!h.is_empty()).then_some(h)
+}
+
 pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -102,12 +185,17 @@ pub async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
         id,
+        id_from_hostname,
         listen,
         advertise,
         http,
         data_dir,
         peers,
         bootstrap,
+        bootstrap_id,
+        kubernetes,
+        status_qps,
+        status_burst,
         heartbeat,
         election_timeout_min,
         election_timeout_max,
@@ -120,6 +208,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         log_format,
     } = args;
     super::init_logging(log_format);
+    let id = resolve_id(id, id_from_hostname, hostname).map_err(anyhow::Error::msg)?;
+    let bootstrap = bootstrap || bootstrap_id == Some(id);
     let mut peer_map = BTreeMap::new();
     for (pid, addr) in peers {
         if let Some(prev) = peer_map.insert(pid, addr.clone()) {
@@ -139,6 +229,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         snapshot_every,
     };
     let tls = TlsFiles::from_flags(tls_cert, tls_key, tls_ca, tls_client_auth)?;
+    let kube = if kubernetes {
+        let settings = crate::kube::StatusSettings {
+            qps: status_qps,
+            burst: status_burst,
+        };
+        Some(crate::kube::Kube::connect(settings).await?)
+    } else {
+        None
+    };
     let config = NodeConfig {
         id,
         advertise,
@@ -148,6 +247,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         timing,
         tls,
         scheduler: scheduler.into_config()?,
+        kube,
     };
     let grpc = bind(&listen, "--listen").await?;
     let http = bind(&http, "--http").await?;
@@ -164,4 +264,79 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statefulset_pod_name_gives_its_ordinal_plus_one() {
+        assert_eq!(id_from_hostname("raftcron-node-0"), Ok(1));
+        assert_eq!(id_from_hostname("raftcron-node-2"), Ok(3));
+        assert_eq!(id_from_hostname("node-41"), Ok(42));
+        assert_eq!(
+            id_from_hostname("raftcron-node-2.raftcron-node.raftcron.svc.cluster.local"),
+            Ok(3)
+        );
+    }
+
+    #[test]
+    fn a_hostname_without_a_trailing_ordinal_is_refused_with_a_hint() {
+        for bad in [
+            "raftcron-node",
+            "laptop",
+            "node-",
+            "-3",
+            "node-2a",
+            "",
+            "node-99999999999999999999",
+        ] {
+            let err = id_from_hostname(bad).unwrap_err();
+            assert!(err.starts_with("--id-from-hostname"), "{bad:?}: {err}");
+        }
+        assert!(
+            id_from_hostname("laptop")
+                .unwrap_err()
+                .contains("give --id instead")
+        );
+    }
+
+    #[test]
+    fn id_and_id_from_hostname_together_must_agree() {
+        let host = || Some("raftcron-node-1".to_string());
+        assert_eq!(resolve_id(None, true, host), Ok(2));
+        assert_eq!(resolve_id(Some(2), true, host), Ok(2));
+        let err = resolve_id(Some(5), true, host).unwrap_err();
+        assert!(err.contains("--id 5 disagrees"), "{err}");
+        assert_eq!(resolve_id(Some(7), false, || None), Ok(7));
+        assert!(resolve_id(None, true, || None).is_err());
+    }
+
+    #[test]
+    fn bootstrap_id_bootstraps_only_the_named_node() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["raftcron-node", "--data-dir", "/tmp/x"]
+                    .iter()
+                    .chain(args.iter()),
+            )
+            .map(|c| c.run)
+        };
+        let a = parse(&["--id", "1", "--bootstrap-id", "1"]).expect("parses");
+        assert_eq!(
+            (a.id, a.bootstrap_id, a.bootstrap),
+            (Some(1), Some(1), false)
+        );
+        assert!(parse(&["--bootstrap-id", "1"]).is_err(), "an id is needed");
+        let b = parse(&["--id-from-hostname", "--kubernetes"]).expect("parses");
+        assert!(b.id_from_hostname && b.kubernetes);
+        assert_eq!((b.status_qps, b.status_burst), (20.0, 50));
+    }
 }

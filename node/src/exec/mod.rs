@@ -12,6 +12,7 @@
 //! contain secret values.
 
 pub mod http;
+pub mod job;
 pub mod policy;
 pub mod process;
 #[cfg(test)]
@@ -20,7 +21,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftcron_crds::ScheduledJobSpec;
+use raftcron_crds::{JobAction, ScheduledJobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::sm::{AttemptOutcome, Millis};
@@ -33,6 +34,11 @@ pub const MAX_MESSAGE: usize = 512;
 pub struct Attempt {
     pub namespace: String,
     pub name: String,
+    /// The schedule's uid: the Kubernetes object's uid when `kubernetes` is set.
+    pub uid: String,
+    /// The schedule mirrors a Kubernetes ScheduledJob, so objects created for
+    /// it (Jobs) can name it as their owner.
+    pub kubernetes: bool,
     pub run_id: String,
     pub attempt: u32,
     pub scheduled_ms: Millis,
@@ -91,6 +97,18 @@ pub trait SecretResolver: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Result<String, String>>;
 }
 
+/// Runs `job` actions (Kubernetes only): creates the Job of one attempt and
+/// follows it to completion. Dropping the future before it resolves (timeout,
+/// cancellation) must not leave the Job running.
+pub trait JobRunner: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        action: &'a JobAction,
+        spec: &'a ScheduledJobSpec,
+        attempt: &'a Attempt,
+    ) -> futures::future::BoxFuture<'a, Outcome>;
+}
+
 /// Node settings the executors obey.
 #[derive(Clone, Debug)]
 pub struct ExecSettings {
@@ -105,6 +123,7 @@ pub struct Executors {
     settings: ExecSettings,
     http: http::HttpExecutor,
     secrets: Option<Arc<dyn SecretResolver>>,
+    jobs: Option<Arc<dyn JobRunner>>,
 }
 
 impl Executors {
@@ -114,7 +133,14 @@ impl Executors {
             settings,
             http,
             secrets,
+            jobs: None,
         }
+    }
+
+    /// Enables `job` actions.
+    pub fn with_jobs(mut self, jobs: Arc<dyn JobRunner>) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 
     /// Runs one attempt until it finishes, times out or is cancelled.
@@ -134,10 +160,13 @@ impl Executors {
                     );
                 }
                 process::run(e, attempt).await
-            } else if spec.action.job.is_some() {
-                Outcome::failed(
-                    "job actions need Kubernetes; this node runs without a Kubernetes API",
-                )
+            } else if let Some(j) = &spec.action.job {
+                match &self.jobs {
+                    Some(jobs) => jobs.run(j, spec, attempt).await,
+                    None => Outcome::failed(
+                        "job actions need Kubernetes; this node runs without a Kubernetes API",
+                    ),
+                }
             } else {
                 Outcome::failed("the spec has no action")
             }

@@ -17,6 +17,8 @@ fn attempt(run_id: &str) -> Attempt {
     Attempt {
         namespace: "team-a".into(),
         name: "report".into(),
+        uid: "6a1f3c2e-9b1d-4f7e-8a2b-0c5d7e9f1a3b".into(),
+        kubernetes: false,
         run_id: run_id.into(),
         attempt: 2,
         scheduled_ms: 1_795_311_000_250,

@@ -145,13 +145,24 @@ impl Firer {
         }
     }
 
+    /// openraft refreshes the quorum-acknowledged time only when a follower
+    /// answers, so a one-voter cluster's lease would lapse right after its
+    /// election; with no other voter, no other leader can exist.
+    fn sole_voter(&self) -> bool {
+        let m = crate::raft::metrics(&self.ctx.raft);
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(self.ctx.identity.id) && voters.next().is_none()
+    }
+
     fn lease_valid(&self) -> bool {
         use openraft::Instant as _;
         match self.ctx.raft.as_leader() {
             Ok(l) => {
                 l.leader_id().term == self.term
-                    && l.last_quorum_acked()
+                    && (l
+                        .last_quorum_acked()
                         .is_some_and(|t| t.elapsed() < self.lease)
+                        || self.sole_voter())
             }
             Err(_) => false,
         }
@@ -582,6 +593,8 @@ impl LeaderTerm {
                 attempt: Attempt {
                     namespace: s.namespace.clone(),
                     name: s.name.clone(),
+                    uid: uid.clone(),
+                    kubernetes: s.kubernetes,
                     run_id,
                     attempt,
                     scheduled_ms: run.instant,

@@ -20,8 +20,8 @@ use std::time::Duration;
 use clap::Args;
 use tokio::sync::watch;
 
+use crate::exec::ExecSettings;
 use crate::exec::policy::{HttpPolicy, default_deny, loopback, parse_cidrs};
-use crate::exec::{ExecSettings, Executors};
 use crate::node::NodeCtx;
 
 /// Scheduler flags shared by `run` and `local`.
@@ -110,7 +110,10 @@ impl Default for SchedulerConfig {
 /// Runs the fire loop for every term in which this node leads.
 pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
     use openraft::type_config::async_runtime::watch::WatchReceiver;
-    let executors = Arc::new(Executors::new(ctx.config.scheduler.exec.clone(), None));
+    let executors = Arc::new(crate::kube::executors(
+        ctx.config.scheduler.exec.clone(),
+        ctx.config.kube.as_ref(),
+    ));
     let mut metrics = ctx.raft.metrics();
     loop {
         let m = metrics.borrow_and_update().clone();
