@@ -105,6 +105,11 @@ impl NodeProcess {
         self.child = Some(cmd.spawn().expect("spawn raftcron-node"));
     }
 
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -37,7 +37,11 @@ pub struct EtcdMember {
 
 impl EtcdMember {
     pub fn start(&mut self, bin: &Path) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
         self.child = Some(
             Command::new(bin)
                 .args(&self.args)
@@ -72,7 +76,9 @@ impl Etcd {
     /// Starts three members with the given heartbeat and election timeout (ms).
     pub async fn start(heartbeat_ms: u64, election_ms: u64) -> anyhow::Result<Self> {
         let bin = etcd_bin()?;
-        let dir = tempfile::Builder::new().prefix("raftcron-etcd-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("raftcron-etcd-")
+            .tempdir()?;
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let initial = ports
             .iter()
@@ -108,11 +114,21 @@ impl Etcd {
                 "--log-level".into(),
                 "warn".into(),
             ];
-            let mut m = EtcdMember { name, client_url, args, log: dir.path().join(format!("e{i}.log")), child: None };
+            let mut m = EtcdMember {
+                name,
+                client_url,
+                args,
+                log: dir.path().join(format!("e{i}.log")),
+                child: None,
+            };
             m.start(&bin);
             members.push(m);
         }
-        let e = Self { bin, members, _dir: dir };
+        let e = Self {
+            bin,
+            members,
+            _dir: dir,
+        };
         let ok = wait_for(Duration::from_secs(20), || async { e.leader().await }).await;
         anyhow::ensure!(ok.is_some(), "etcd did not elect a leader");
         Ok(e)
@@ -128,7 +144,9 @@ impl Etcd {
             if m.child.is_none() {
                 continue;
             }
-            let Ok(mut c) = EtcdClient::connect(&m.client_url).await else { continue };
+            let Ok(mut c) = EtcdClient::connect(&m.client_url).await else {
+                continue;
+            };
             if let Ok(s) = c.status().await
                 && s.header.map(|h| h.member_id) == Some(s.leader)
             {
@@ -140,7 +158,11 @@ impl Etcd {
 }
 
 /// Sequential or concurrent puts of 256-byte values: (puts/s, latencies ms).
-pub async fn puts(endpoints: &[String], clients: usize, duration: Duration) -> anyhow::Result<(f64, Vec<f64>)> {
+pub async fn puts(
+    endpoints: &[String],
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<f64>)> {
     let mut tasks = Vec::new();
     for t in 0..clients {
         // Each client talks to the leader, as etcd's own clients end up doing.
@@ -152,7 +174,9 @@ pub async fn puts(endpoints: &[String], clients: usize, duration: Duration) -> a
             let mut i = 0u64;
             while Instant::now() < end {
                 let t0 = Instant::now();
-                c.put(format!("bench/{t}/{i}").into_bytes(), value.clone()).await.expect("put");
+                c.put(format!("bench/{t}/{i}").into_bytes(), value.clone())
+                    .await
+                    .expect("put");
                 lat.push(t0.elapsed().as_secs_f64() * 1000.0);
                 i += 1;
             }

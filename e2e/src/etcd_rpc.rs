@@ -56,26 +56,51 @@ pub struct EtcdClient {
 impl EtcdClient {
     /// `url` like `http://127.0.0.1:2379`.
     pub async fn connect(url: &str) -> Result<Self, tonic::transport::Error> {
-        let ch = tonic::transport::Endpoint::from_shared(url.to_string())?.tcp_nodelay(true).connect().await?;
-        Ok(Self { grpc: tonic::client::Grpc::new(ch) })
+        let ch = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        Ok(Self {
+            grpc: tonic::client::Grpc::new(ch),
+        })
     }
 
-    async fn unary<Req, Resp>(&mut self, path: &'static str, req: Req) -> Result<Resp, tonic::Status>
+    async fn unary<Req, Resp>(
+        &mut self,
+        path: &'static str,
+        req: Req,
+    ) -> Result<Resp, tonic::Status>
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        self.grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let codec: ProstCodec<Req, Resp> = ProstCodec::default();
-        let r = self.grpc.unary(tonic::Request::new(req), PathAndQuery::from_static(path), codec).await?;
+        let r = self
+            .grpc
+            .unary(
+                tonic::Request::new(req),
+                PathAndQuery::from_static(path),
+                codec,
+            )
+            .await?;
         Ok(r.into_inner())
     }
 
-    pub async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<PutResponse, tonic::Status> {
-        self.unary("/etcdserverpb.KV/Put", PutRequest { key, value }).await
+    pub async fn put(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<PutResponse, tonic::Status> {
+        self.unary("/etcdserverpb.KV/Put", PutRequest { key, value })
+            .await
     }
 
     pub async fn status(&mut self) -> Result<StatusResponse, tonic::Status> {
-        self.unary("/etcdserverpb.Maintenance/Status", StatusRequest {}).await
+        self.unary("/etcdserverpb.Maintenance/Status", StatusRequest {})
+            .await
     }
 }

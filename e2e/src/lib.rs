@@ -19,6 +19,7 @@ pub mod etcd;
 pub mod etcd_rpc;
 pub mod kube;
 pub mod ledger;
+pub mod plot;
 
 pub use cluster::{ClientTlsFiles, Cluster, ClusterOptions, NodeProcess};
 pub use ledger::{Ledger, LedgerRecord};

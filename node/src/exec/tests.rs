@@ -613,6 +613,7 @@ async fn executors_refuse_exec_actions_unless_enabled() {
     let settings = ExecSettings {
         exec_enabled: false,
         http_policy: HttpPolicy::default(),
+        dry_run: false,
     };
     let token = tokio_util::sync::CancellationToken::new();
     let disabled = Executors::new(settings.clone(), None);
@@ -626,4 +627,27 @@ async fn executors_refuse_exec_actions_unless_enabled() {
     let enabled = Executors::new(enabled, None);
     let out = enabled.run(&spec, &attempt("r"), token).await;
     assert_eq!(out.outcome, AttemptOutcome::Succeeded, "{out:?}");
+}
+
+#[tokio::test]
+async fn dry_run_records_success_without_executing_anything() {
+    let spec: ScheduledJobSpec = serde_json::from_value(serde_json::json!({
+        "schedule": "* * * * * *",
+        "action": {"exec": {"command": ["/nonexistent/program"]}}
+    }))
+    .unwrap();
+    let settings = ExecSettings {
+        exec_enabled: false,
+        http_policy: HttpPolicy::default(),
+        dry_run: true,
+    };
+    let out = Executors::new(settings, None)
+        .run(
+            &spec,
+            &attempt("r"),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(out.outcome, AttemptOutcome::Succeeded);
+    assert!(message(&out).contains("dry run"));
 }

@@ -218,6 +218,7 @@ fn executors(client: &Client) -> Arc<Executors> {
     let settings = ExecSettings {
         exec_enabled: false,
         http_policy: crate::exec::policy::HttpPolicy { deny: vec![] },
+        dry_run: false,
     };
     Arc::new(Executors::new(settings, None).with_jobs(job::runner(client.clone())))
 }

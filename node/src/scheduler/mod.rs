@@ -44,6 +44,11 @@ pub struct SchedulerArgs {
     /// downtime and follows missedRunPolicy; a less late one runs late.
     #[arg(long, env = "RAFTCRON_CATCH_UP_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
     pub catch_up_window: Duration,
+    /// Claim, start and finish every fire as usual but do not execute actions
+    /// (each attempt succeeds at once). For checking schedules, and for
+    /// measuring the scheduler itself (`raftcron-bench`).
+    #[arg(long, env = "RAFTCRON_DRY_RUN")]
+    pub dry_run: bool,
     /// Largest clock difference assumed between nodes; widens the window in
     /// which a new leader treats fires as possibly started by the old one.
     #[arg(long, env = "RAFTCRON_MAX_CLOCK_SKEW", default_value = "50ms", value_parser = humantime::parse_duration)]
@@ -58,6 +63,7 @@ impl SchedulerArgs {
             http_deny_loopback,
             lookahead,
             catch_up_window,
+            dry_run,
             max_clock_skew,
         } = self;
         let mut deny = match http_deny {
@@ -74,6 +80,7 @@ impl SchedulerArgs {
             exec: ExecSettings {
                 exec_enabled: enable_exec,
                 http_policy: HttpPolicy { deny },
+                dry_run,
             },
             plan: plan::PlanSettings {
                 lookahead_ms: lookahead.as_millis() as i64,
@@ -100,6 +107,7 @@ impl Default for SchedulerConfig {
                 http_policy: HttpPolicy {
                     deny: default_deny(),
                 },
+                dry_run: false,
             },
             plan: plan::PlanSettings::default(),
             max_clock_skew_ms: 50,
