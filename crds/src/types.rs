@@ -390,7 +390,9 @@ pub struct EnvVar {
 pub struct JobAction {
     /// The Job to create at each fire (batch/v1 JobTemplateSpec).
     #[schemars(schema_with = "preserve_unknown_object")]
-    pub template: JobTemplateSpec,
+    // Boxed: the type is kilobytes in size, and every spec would carry that
+    // inline even without a job action.
+    pub template: Box<JobTemplateSpec>,
 }
 
 /// Embedding the whole JobTemplateSpec schema would make the CRD several

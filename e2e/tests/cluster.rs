@@ -187,9 +187,15 @@ async fn a_wiped_node_rejoins_as_a_new_member_and_no_second_cluster_is_bootstrap
             .status
             .success()
     );
-    let before = c.status(1).await.unwrap();
+    // The leader proposes the cluster id right after bootstrap; a follower
+    // reports it once applied.
+    let before = wait_for(Duration::from_secs(10), || async {
+        let s = c.status(1).await?;
+        (!s.cluster_id.is_empty() && s.schedules == 20).then_some(s)
+    })
+    .await
+    .expect("node 1 reports the cluster id and the 20 schedules");
     let cluster_id = before.cluster_id.clone();
-    assert!(!cluster_id.is_empty());
 
     // Wipe every node in turn, the bootstrap node last, restarting each as it
     // was started (node 1 with --bootstrap): each must rejoin under a new uid.

@@ -95,8 +95,10 @@ impl SchedulerApi {
         reqs: &[pb::UpsertRequest],
     ) -> Result<Vec<pb::UpsertReply>, Status> {
         let mut items = Vec::with_capacity(reqs.len());
+        let mut next = Vec::with_capacity(reqs.len());
+        let now = now_ms();
         for (i, r) in reqs.iter().enumerate() {
-            let item = convert::upsert_from_pb(r).map_err(|s| {
+            let (item, schedule) = convert::upsert_from_pb(r).map_err(|s| {
                 if reqs.len() == 1 {
                     s
                 } else {
@@ -108,17 +110,20 @@ impl SchedulerApi {
                     ))
                 }
             })?;
+            next.push(
+                (!item.spec.suspend)
+                    .then(|| schedule.next_after(now))
+                    .flatten(),
+            );
             items.push(item);
         }
-        let now = now_ms();
-        let specs: Vec<_> = items.iter().map(|i| i.spec.clone()).collect();
         match self.write(Command::Upsert { items, now }).await? {
             SmResponse::Upsert(outcomes) => Ok(outcomes
                 .into_iter()
-                .zip(specs)
-                .map(|(o, spec)| pb::UpsertReply {
+                .zip(next)
+                .map(|(o, next_fire_ms)| pb::UpsertReply {
                     outcome: convert::outcome_to_pb(o) as i32,
-                    next_fire_ms: convert::next_fire(&spec, now),
+                    next_fire_ms,
                 })
                 .collect()),
             r => Err(unexpected(r)),
@@ -267,11 +272,16 @@ impl Scheduler for SchedulerApi {
     ) -> Result<Response<pb::StatusReply>, Status> {
         let t = Instant::now();
         let m = crate::raft::metrics(&self.ctx.raft);
-        let n = self.ctx.sm.read().state.len();
+        // The applied state is the authority for the cluster id; node.json
+        // catches up with it a moment later (and keeps it across a restart).
+        let (n, applied_cluster_id) = {
+            let sm = self.ctx.sm.read();
+            (sm.state.len(), sm.state.cluster_id.clone())
+        };
         let reply = convert::status_to_pb(
             &m,
             &self.ctx.identity.uid,
-            self.ctx.identity.cluster_id(),
+            applied_cluster_id.or_else(|| self.ctx.identity.cluster_id()),
             n,
         );
         self.observe("Status", t, Ok(reply))

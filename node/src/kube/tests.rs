@@ -400,7 +400,7 @@ fn template_of(spec: &ScheduledJobSpec) -> k8s_openapi::api::batch::v1::JobTempl
     spec.action
         .job
         .as_ref()
-        .map(|j| j.template.clone())
+        .map(|j| (*j.template).clone())
         .unwrap_or_default()
 }
 

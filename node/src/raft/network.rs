@@ -14,6 +14,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, ReplicationClosed, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::{AnyError, OptionalSend, RPCTypes};
@@ -50,8 +52,10 @@ impl Dialer {
         let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
+            // A replication stream has no per-message deadline; keep-alives
+            // are what detect a peer that vanished without closing TCP.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true);
         if let Some(tls) = &self.tls {
             ep = ep.tls_config(tls.clone())?;
@@ -204,6 +208,79 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             |mut c, r| async move { c.append_entries(r).await },
         )
         .await
+    }
+
+    /// One bidirectional gRPC stream per follower: requests are pipelined
+    /// and each is answered as soon as the follower has it on disk. The
+    /// RPC deadline bounds the stream's setup; a dead peer is detected by
+    /// HTTP/2 keep-alives.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult, RPCError>>, RPCError>>
+    where
+        S: Stream<Item = AppendEntriesRequest> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let (target, uid, cluster) = (
+                self.target,
+                self.member.uid.clone(),
+                self.from.cluster_id().unwrap_or_default(),
+            );
+            let outbound = input.filter_map(move |req| {
+                let env = match wire::encode(&req) {
+                    Ok(payload) => Some(Envelope {
+                        target_id: target,
+                        target_uid: uid.clone(),
+                        cluster_id: cluster.clone(),
+                        payload,
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode an AppendEntries request");
+                        None
+                    }
+                };
+                futures::future::ready(env)
+            });
+            let setup = option.soft_ttl();
+            let response = match tokio::time::timeout(setup, client.stream_append(outbound)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(status)) => {
+                    return Err(self.rpc_error(RPCTypes::AppendEntries, setup, status));
+                }
+                Err(_) => {
+                    return Err(RPCError::Timeout(Timeout {
+                        action: RPCTypes::AppendEntries,
+                        id: self.from.id,
+                        target,
+                        timeout: setup,
+                    }));
+                }
+            };
+            let from = self.from.id;
+            let replies = response.into_inner().map(move |r| match r {
+                Ok(reply) => {
+                    let result: Result<StreamAppendResult, String> =
+                        wire::decode(&reply.payload)
+                            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                    result.map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyError::error(e))))
+                }
+                Err(status) => Err(match status.code() {
+                    Code::DeadlineExceeded | Code::Cancelled => RPCError::Timeout(Timeout {
+                        action: RPCTypes::AppendEntries,
+                        id: from,
+                        target,
+                        timeout: setup,
+                    }),
+                    _ => RPCError::Unreachable(Unreachable::new(&AnyError::error(describe(
+                        target, &status,
+                    )))),
+                }),
+            });
+            Ok(Box::pin(replies) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(

@@ -95,6 +95,52 @@ impl RaftService for RaftGrpc {
         reply(self.raft.append_entries(rpc).await)
     }
 
+    type StreamAppendStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<Reply, Status>> + Send + 'static>>;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel::<AppendEntriesRequest>(64);
+        let (err_tx, err_rx) = tokio::sync::oneshot::channel::<Status>();
+        let check = RaftGrpc {
+            raft: self.raft.clone(),
+            identity: self.identity.clone(),
+            log: self.log.clone(),
+        };
+        // Requests are checked and decoded here; the first bad one ends the
+        // stream with its error after the replies to the good ones.
+        tokio::spawn(async move {
+            while let Some(item) = inbound.next().await {
+                let decoded = item.and_then(|env| check.decode::<AppendEntriesRequest>(&env));
+                match decoded {
+                    Ok(rpc) => {
+                        if tx.send(rpc).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = err_tx.send(status);
+                        return;
+                    }
+                }
+            }
+        });
+        let replies = self
+            .raft
+            .stream_append(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .map(|r| {
+                let r: Result<StreamAppendResult, String> = r.map_err(|fatal| fatal.to_string());
+                wire::encode(&r)
+                    .map(|payload| Reply { payload })
+                    .map_err(|e| Status::internal(format!("encoding a reply: {e}")))
+            });
+        let tail = futures::stream::once(err_rx).filter_map(|r| async move { r.ok().map(Err) });
+        Ok(Response::new(Box::pin(replies.chain(tail))))
+    }
+
     async fn transfer_leader(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
         let rpc: TransferLeaderRequest = self.decode(req.get_ref())?;
         reply(self.raft.handle_transfer_leader(rpc).await)

@@ -27,6 +27,8 @@ const SPIN_US: i64 = 1_500;
 /// (arming a thousand starts takes a few milliseconds). A concurrency-policy
 /// decision is therefore up to this much older than the start it governs.
 const ARM_US: i64 = 20_000;
+/// Distinct (expression, time zone) pairs kept parsed.
+const PARSED_CACHE: usize = 4096;
 /// Largest claim entry; a bigger batch is split.
 const MAX_CLAIMS_PER_ENTRY: usize = 20_000;
 
@@ -183,8 +185,10 @@ pub struct LeaderTerm {
     executors: Arc<Executors>,
     cancel: CancellationToken,
     settings: PlanSettings,
-    /// Parsed schedules by uid, with the generation they were parsed at.
-    parsed: HashMap<String, (i64, Arc<Schedule>)>,
+    /// Parsed schedules by (expression, time zone), shared by every schedule
+    /// with the same pair and bounded: a parsed cron holds ~5 KB (croner
+    /// keeps a bitmap of years up to 5000), too much to keep per schedule.
+    parsed: HashMap<(String, Option<String>), Arc<Schedule>>,
     /// Next claimable instant per schedule.
     due: BTreeSet<(Millis, String)>,
     due_of: HashMap<String, Millis>,
@@ -371,15 +375,18 @@ impl LeaderTerm {
     }
 
     fn parsed_for(&mut self, s: &ScheduleRecord) -> Option<Arc<Schedule>> {
-        if let Some((generation, p)) = self.parsed.get(&s.uid)
-            && *generation == s.generation
-        {
+        let key = (s.spec.schedule.clone(), s.spec.time_zone.clone());
+        if let Some(p) = self.parsed.get(&key) {
             return Some(p.clone());
         }
         match Schedule::parse(&s.spec.schedule, s.spec.time_zone.as_deref()) {
             Ok(p) => {
                 let p = Arc::new(p);
-                self.parsed.insert(s.uid.clone(), (s.generation, p.clone()));
+                if self.parsed.len() >= PARSED_CACHE {
+                    // Cheaper than LRU bookkeeping; re-parsing costs microseconds.
+                    self.parsed.clear();
+                }
+                self.parsed.insert(key, p.clone());
                 Some(p)
             }
             Err(e) => {
@@ -418,7 +425,6 @@ impl LeaderTerm {
         if let Some(at) = self.due_of.remove(uid) {
             self.due.remove(&(at, uid.to_string()));
         }
-        self.parsed.remove(uid);
     }
 
     /// Re-reads one schedule: its next claimable instant and its pending starts.

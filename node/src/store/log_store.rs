@@ -100,6 +100,9 @@ impl raft_log::Callback for FlushCallback {
     }
 }
 
+const LOG_CACHE_ENTRIES: usize = 10_000;
+const LOG_CACHE_BYTES: usize = 32 << 20;
+
 /// openraft's log store over one `RaftLog`. Cloning shares it; the clone is
 /// also the log reader replication tasks use.
 #[derive(Clone)]
@@ -113,7 +116,12 @@ impl LogStore {
     /// could lose acknowledged writes.
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let config = raft_log::Config::new(dir.display());
+        let mut config = raft_log::Config::new(dir.display());
+        // raft-log keeps recent payloads in memory for replication reads; its
+        // default (100,000 entries, 1 GiB) would dominate a node's memory.
+        // Followers read from disk past this.
+        config.log_cache_max_items = Some(LOG_CACHE_ENTRIES);
+        config.log_cache_capacity = Some(LOG_CACHE_BYTES);
         let log = RaftLog::<LogTypes>::open(Arc::new(config)).map_err(|e| {
             io::Error::new(
                 e.kind(),

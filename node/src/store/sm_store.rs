@@ -31,6 +31,7 @@ use crate::store::feed::ChangeFeed;
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const META_KEY: &str = "meta";
+const REDB_CACHE_BYTES: usize = 4 << 20;
 const DATA_KEY: &str = "data";
 
 /// Everything a snapshot holds.
@@ -62,12 +63,17 @@ impl StateMachineStore {
     /// Opens the snapshot database at `path`. The in-memory state starts
     /// empty; openraft installs the stored snapshot when the node starts.
     pub fn open(path: &Path, feed: ChangeFeed) -> io::Result<Self> {
-        let db = Database::create(path).map_err(|e| {
-            io::Error::other(format!(
-                "cannot open the snapshot database {}: {e}",
-                path.display()
-            ))
-        })?;
+        // The snapshot is written and read whole; a page cache for it only
+        // costs memory (redb's default is 1 GiB).
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "cannot open the snapshot database {}: {e}",
+                    path.display()
+                ))
+            })?;
         let tx = db.begin_write().map_err(io_err)?;
         tx.open_table(SNAPSHOT).map_err(io_err)?;
         tx.commit().map_err(io_err)?;
