@@ -16,6 +16,16 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
     /// TLS files the harness's own client uses (CA, client cert, key).
     pub client_tls: Option<ClientTlsFiles>,
+    /// Run node `i` inside network namespace `hosts[i-1].netns`, listening on
+    /// `hosts[i-1].ip` (see [`crate::netlab`]); loopback ports otherwise.
+    pub hosts: Option<Vec<Host>>,
+}
+
+/// Where a node runs when it has its own network namespace.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ip: String,
+    pub netns: String,
 }
 
 /// PEM files of a TLS client.
@@ -54,6 +64,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             extra_args: Vec::new(),
             client_tls: None,
+            hosts: None,
         }
     }
 }
@@ -67,12 +78,22 @@ pub struct NodeProcess {
     pub log: PathBuf,
     peers: String,
     extra_args: Vec<String>,
+    netns: Option<String>,
     child: Option<Child>,
 }
 
 impl NodeProcess {
     fn command(&self, bootstrap: bool) -> Command {
-        let mut c = Command::new(bin("raftcron-node"));
+        let mut c = match &self.netns {
+            // `ip netns exec` execs the node in place: its pid is the node's,
+            // so kill -9 reaches the node itself.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("raftcron-node"));
+                c
+            }
+            None => Command::new(bin("raftcron-node")),
+        };
         c.arg("run")
             .args(["--id", &self.id.to_string()])
             .args(["--listen", &self.grpc])
@@ -185,28 +206,45 @@ impl Cluster {
             dir.disable_cleanup(true);
             eprintln!("keeping {}", dir.path().display());
         }
-        let ports: Vec<(u16, u16)> = (0..opts.nodes)
-            .map(|_| (free_port(), free_port()))
-            .collect();
-        let peers = ports
+        // (grpc, http, netns) of every node.
+        let addrs: Vec<(String, String, Option<String>)> = match &opts.hosts {
+            Some(hosts) => {
+                assert_eq!(hosts.len() as u64, opts.nodes, "one host per node");
+                hosts
+                    .iter()
+                    .map(|h| {
+                        let ns = Some(h.netns.clone());
+                        (format!("{}:7001", h.ip), format!("{}:8001", h.ip), ns)
+                    })
+                    .collect()
+            }
+            None => (0..opts.nodes)
+                .map(|_| {
+                    let (g, h) = (free_port(), free_port());
+                    (format!("127.0.0.1:{g}"), format!("127.0.0.1:{h}"), None)
+                })
+                .collect(),
+        };
+        let peers = addrs
             .iter()
             .enumerate()
-            .map(|(i, (g, _))| format!("{}=127.0.0.1:{g}", i + 1))
+            .map(|(i, (g, _, _))| format!("{}={g}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let nodes = ports
-            .iter()
+        let nodes = addrs
+            .into_iter()
             .enumerate()
-            .map(|(i, (g, h))| {
+            .map(|(i, (grpc, http, netns))| {
                 let id = i as u64 + 1;
                 NodeProcess {
                     id,
-                    grpc: format!("127.0.0.1:{g}"),
-                    http: format!("127.0.0.1:{h}"),
+                    grpc,
+                    http,
                     data_dir: dir.path().join(format!("node-{id}")),
                     log: dir.path().join(format!("node-{id}.log")),
                     peers: peers.clone(),
                     extra_args: opts.extra_args.clone(),
+                    netns,
                     child: None,
                 }
             })

@@ -29,7 +29,12 @@ pub struct Ledger {
 impl Ledger {
     /// Starts a target writing to `dir/ledger.jsonl`.
     pub async fn start(dir: &std::path::Path) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
+        Self::start_on(dir, "127.0.0.1").await
+    }
+
+    /// Starts a target listening on `ip` (e.g. a fault lab's host address).
+    pub async fn start_on(dir: &std::path::Path, ip: &str) -> Self {
+        let addr = format!("{ip}:{}", free_port());
         let file = dir.join("ledger.jsonl");
         let child = Command::new(bin("raftcron-node"))
             .args(["target", "--listen", &addr, "--ledger"])

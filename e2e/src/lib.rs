@@ -14,14 +14,16 @@
 //! builds them first (`cargo build --bins`), or set `RAFTCRON_BIN_DIR`.
 
 pub mod bench;
+pub mod chaos;
 pub mod cluster;
 pub mod etcd;
 pub mod etcd_rpc;
 pub mod kube;
 pub mod ledger;
+pub mod netlab;
 pub mod plot;
 
-pub use cluster::{ClientTlsFiles, Cluster, ClusterOptions, NodeProcess};
+pub use cluster::{ClientTlsFiles, Cluster, ClusterOptions, Host, NodeProcess};
 pub use ledger::{Ledger, LedgerRecord};
 
 use std::path::PathBuf;

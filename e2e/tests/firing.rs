@@ -22,9 +22,15 @@ async fn every_instant_fires_through_two_leader_kills_and_no_attempt_runs_twice(
             name: format!("s{i:03}"),
             uid: format!("uid-{i:03}"),
             generation: 1,
-            spec_json:
-                serde_json::json!({"schedule": "* * * * * *", "action": {"http": {"url": url}}})
-                    .to_string(),
+            spec_json: serde_json::json!({
+                "schedule": "* * * * * *",
+                "action": {"http": {"url": url}},
+                // A run started by a leader that dies before the request
+                // leaves is Lost; without retries it stays lost (at most
+                // once). With them the next leader runs attempt 2.
+                "retry": {"maxAttempts": 3, "initialBackoffSeconds": 1},
+            })
+            .to_string(),
             kubernetes: false,
         })
         .collect();

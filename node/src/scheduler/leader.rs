@@ -206,6 +206,12 @@ pub struct LeaderTerm {
     due_basis: HashMap<String, (i64, Millis, bool)>,
     /// Attempts executing here: run id → (attempt, cancel).
     running: HashMap<String, (u32, CancellationToken)>,
+    /// Attempts launched in this term whose start the applied state does not
+    /// show yet: uid → run id → attempt. An action can finish before its
+    /// `Started` entry commits (a slow or partitioned quorum), and until it
+    /// commits the run still looks pending; without this the next refresh
+    /// of the schedule would launch the same attempt again.
+    launched: HashMap<String, HashMap<String, u32>>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     lease: Duration,
@@ -241,6 +247,7 @@ impl LeaderTerm {
             aborted_rx,
             due_basis: HashMap::new(),
             running: HashMap::new(),
+            launched: HashMap::new(),
             done_tx,
             done_rx,
             lease,
@@ -310,6 +317,9 @@ impl LeaderTerm {
                 Some(d) = self.done_rx.recv() => self.finished(d, &recorder),
                 Some((uid, run_id, attempt)) = self.aborted_rx.recv() => {
                     self.running.remove(&run_id);
+                    if let Some(m) = self.launched.get_mut(&uid) {
+                        m.remove(&run_id);
+                    }
                     self.queue.insert((now_ms() + 5, run_id, attempt), uid);
                 }
                 Some(e) = claim_err_rx.recv() => {
@@ -422,6 +432,7 @@ impl LeaderTerm {
 
     fn forget(&mut self, uid: &str) {
         self.due_basis.remove(uid);
+        self.launched.remove(uid);
         if let Some(at) = self.due_of.remove(uid) {
             self.due.remove(&(at, uid.to_string()));
         }
@@ -442,17 +453,32 @@ impl LeaderTerm {
                 self.due_of.insert(s.uid.clone(), next);
             }
         }
+        if let Some(m) = self.launched.get_mut(&s.uid) {
+            // Keep only launches the applied state does not show yet.
+            m.retain(|id, a| s.active.iter().any(|r| &r.run_id == id && r.attempt < *a));
+            if m.is_empty() {
+                self.launched.remove(&s.uid);
+            }
+        }
         for run in &s.active {
             if let Some(p) = plan::pending_start(run)
                 && self
                     .running
                     .get(&run.run_id)
                     .is_none_or(|(a, _)| *a < p.attempt)
+                && !self.was_launched(&s.uid, &run.run_id, p.attempt)
             {
                 self.queue
                     .insert((p.at, run.run_id.clone(), p.attempt), s.uid.clone());
             }
         }
+    }
+
+    fn was_launched(&self, uid: &str, run_id: &str, attempt: u32) -> bool {
+        self.launched
+            .get(uid)
+            .and_then(|m| m.get(run_id))
+            .is_some_and(|a| *a >= attempt)
     }
 
     /// Claims every fire due within the look-ahead, in one entry, without
@@ -562,7 +588,9 @@ impl LeaderTerm {
             let Some(run) = s.active.iter().find(|r| r.run_id == run_id) else {
                 continue;
             };
-            if plan::pending_start(run).map(|p| p.attempt) != Some(attempt) {
+            if plan::pending_start(run).map(|p| p.attempt) != Some(attempt)
+                || self.was_launched(&uid, &run_id, attempt)
+            {
                 continue; // settled meanwhile (replaced, deleted, already started)
             }
             let start = match plan::at_start(&s, run, at.max(now_ms())) {
@@ -583,6 +611,10 @@ impl LeaderTerm {
             if !start {
                 continue;
             }
+            self.launched
+                .entry(uid.clone())
+                .or_default()
+                .insert(run_id.clone(), attempt);
             let token = CancellationToken::new();
             if let Some((_, old)) = self
                 .running
