@@ -234,7 +234,8 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
         .ok_or_else(|| format!("no leader after healing\n{}", c.logs()))?;
     tokio::time::sleep(Duration::from_secs(12)).await;
     check_ledger(&ledger, opts.schedules, start, end, &mut report);
-    check_writes(&c, &acked.lock().unwrap(), &mut report).await;
+    let acked = acked.lock().unwrap().clone();
+    check_writes(&c, &acked, &mut report).await;
     check_converged(&c, opts.schedules, &mut report).await;
     drop(c);
     drop(lab);
