@@ -70,7 +70,7 @@ async fn nodes_and_clients_need_certificates_from_the_cluster_ca() {
             node_key.display().to_string(),
             "--tls-ca".into(),
             ca_file.display().to_string(),
-            "--tls-client-auth".into(),
+            // Mutual TLS is the default with TLS on: no --tls-client-auth.
         ],
         client_tls: Some(ClientTlsFiles {
             ca: ca_file.clone(),

@@ -16,7 +16,10 @@ pub enum TlsError {
     },
     #[error("--tls-cert and --tls-key must be given together")]
     Incomplete,
-    #[error("--tls-client-auth needs --tls-ca to verify client certificates")]
+    #[error(
+        "--tls-ca is required with TLS: mutual TLS is on by default and verifies \
+         peer and client certificates against it (--tls-client-auth=false turns it off)"
+    )]
     ClientAuthWithoutCa,
 }
 
@@ -46,11 +49,18 @@ impl TlsFiles {
         cert: Option<PathBuf>,
         key: Option<PathBuf>,
         ca: Option<PathBuf>,
-        client_auth: bool,
+        client_auth: Option<bool>,
     ) -> Result<Option<Self>, TlsError> {
         match (cert, key) {
-            (None, None) if !client_auth => Ok(None),
+            (None, None) if client_auth != Some(true) => Ok(None),
             (Some(cert), Some(key)) => {
+                // Mutual TLS unless turned off explicitly.
+                let client_auth = client_auth.unwrap_or(true);
+                if !client_auth {
+                    tracing::warn!(
+                        "TLS without client certificates: any client that trusts our CA may call this node"
+                    );
+                }
                 if client_auth && ca.is_none() {
                     return Err(TlsError::ClientAuthWithoutCa);
                 }
@@ -116,4 +126,36 @@ pub fn client_config(
 /// all use rustls; ring is the one compiled in). Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(s))
+    }
+
+    #[test]
+    fn mutual_tls_is_the_default_once_tls_is_on() {
+        let on = TlsFiles::from_flags(p("c.pem"), p("k.pem"), p("ca.pem"), None)
+            .unwrap()
+            .unwrap();
+        assert!(on.client_auth);
+        let err = TlsFiles::from_flags(p("c.pem"), p("k.pem"), None, None).unwrap_err();
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
+        let off = TlsFiles::from_flags(p("c.pem"), p("k.pem"), None, Some(false))
+            .unwrap()
+            .unwrap();
+        assert!(!off.client_auth);
+        assert!(
+            TlsFiles::from_flags(None, None, None, None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            TlsFiles::from_flags(None, None, None, Some(true)),
+            Err(TlsError::Incomplete)
+        ));
+    }
 }

@@ -81,9 +81,12 @@ pub struct RunArgs {
     /// PEM CA certificate that signed peer and client certificates.
     #[arg(long, env = "RAFTCRON_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// Require client certificates signed by --tls-ca (mutual TLS).
-    #[arg(long, env = "RAFTCRON_TLS_CLIENT_AUTH")]
-    pub tls_client_auth: bool,
+    /// Require client certificates signed by --tls-ca (mutual TLS): on by
+    /// default whenever TLS is, so peers, the operator and clients must all
+    /// present a certificate of the cluster CA. `--tls-client-auth=false`
+    /// serves TLS to any client (not recommended).
+    #[arg(long, env = "RAFTCRON_TLS_CLIENT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub tls_client_auth: Option<bool>,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
     /// Log format.

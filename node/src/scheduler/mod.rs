@@ -13,6 +13,8 @@
 mod leader;
 pub mod plan;
 mod recorder;
+#[cfg(test)]
+mod sim_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
