@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Checks the Helm chart without a cluster (CI runs it from scripts/test.sh):
+#   helm lint (plain and --strict) with the defaults and with every option on
+#   (charts/raftcron/ci/all-on-values.yaml); every rendered object validated
+#   offline against the Kubernetes OpenAPI schemas (kubernetes-validate,
+#   strict: unknown fields fail); the rendered cluster config parsed by the
+#   operator itself; bad values refused with the key named; metric names in
+#   the alerts and the dashboard exist in the code; deploy/manifests current.
+# Needs only python3 and PyPI. Tools live in target/tools (reused when warm).
+#
+#   scripts/chart-check.sh
+#   RAFTCRON_E2E_KUBECONFIG=… scripts/chart-check.sh   # also scripts/chart-e2e.sh on that cluster
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$SECONDS
+say() { printf '  %s\n' "$*"; }
+die() { printf 'chart-check: FAILED: %s\n' "$*" >&2; exit 1; }
+
+CHART=charts/raftcron
+ALL_ON=$CHART/ci/all-on-values.yaml
+OUT=target/chart-check
+K8S_VERSION=1.36.0   # the schema set kubernetes-validate checks against
+mkdir -p "$OUT"
+
+# --- tools -------------------------------------------------------------------
+BIN=$(scripts/install-helm.sh | tail -1)
+HELM=$BIN/helm
+VENV=target/tools/venv
+# Pinned with every dependency, so a new release on PyPI changes nothing here.
+REQS="kubernetes-validate==1.37.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1
+PyYAML==6.0.3 referencing==0.37.0 rpds-py==2026.9.1 attrs==26.1.0 packaging==26.3
+importlib_resources==7.1.0 typing_extensions==4.16.0"
+if [[ ! -f $VENV/.reqs || $(cat "$VENV/.reqs") != "$REQS" ]]; then
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps $REQS
+  echo "$REQS" >"$VENV/.reqs"
+fi
+PY=$VENV/bin/python
+echo "tools: $("$HELM" version --short), kubernetes-validate $("$PY" -c 'import kubernetes_validate.version as v;print(v.__version__)') (schemas $K8S_VERSION)"
+
+# --- lint ----------------------------------------------------------------------
+echo "lint"
+for values in "" "$ALL_ON"; do
+  for strict in "" --strict; do
+    "$HELM" lint $strict $CHART ${values:+-f "$values"} >"$OUT/lint.log" 2>&1 \
+      || { cat "$OUT/lint.log"; die "helm lint $strict ${values:-(defaults)}"; }
+    say "helm lint $strict ${values:-(defaults)}: ok"
+  done
+done
+
+# --- render --------------------------------------------------------------------
+echo "render"
+"$HELM" template raftcron $CHART -n raftcron-system --include-crds >"$OUT/defaults.yaml"
+"$HELM" template rc $CHART -n ops -f "$ALL_ON" --include-crds >"$OUT/all-on.yaml"
+say "helm template (defaults) -> $OUT/defaults.yaml"
+say "helm template -f $ALL_ON -> $OUT/all-on.yaml"
+
+# --- validate every object -------------------------------------------------------
+echo "validate (kubernetes-validate --strict, Kubernetes $K8S_VERSION)"
+"$PY" - "$K8S_VERSION" "$OUT/defaults.yaml" "$OUT/all-on.yaml" <<'PY'
+import sys, yaml, kubernetes_validate as kv
+version, files = sys.argv[1], sys.argv[2:]
+# Prometheus Operator kinds have no schema here (their CRDs are not on PyPI):
+# named as skipped, never passed silently. docs/kubernetes-verification.txt
+# has them applied to an API server that had the real CRDs.
+NO_SCHEMA = {"monitoring.coreos.com/v1"}
+bad = 0
+for f in files:
+    counts, skipped = {}, []
+    for doc in yaml.safe_load_all(open(f)):
+        if not doc:
+            continue
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["apiVersion"] in NO_SCHEMA:
+            skipped.append(name)
+            continue
+        try:
+            kv.validate(doc, version, strict=True)
+            counts[doc["kind"]] = counts.get(doc["kind"], 0) + 1
+        except Exception as e:
+            bad += 1
+            print(f"  INVALID {f}: {name}: {e}")
+    total = sum(counts.values())
+    print(f"  {f}: {total} objects valid: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if skipped:
+        print(f"  {f}: NOTE not schema-checked (no offline schema for monitoring.coreos.com): {', '.join(skipped)}")
+sys.exit(1 if bad else 0)
+PY
+
+# --- the operator accepts the rendered cluster config -----------------------------
+# The operator parses its config before it connects to Kubernetes, so with no
+# cluster reachable a good config ends in "connecting to the Kubernetes API"
+# and a bad one in the parse error naming the key.
+OPERATOR=target/debug/raftcron-operator
+if [[ -x $OPERATOR ]]; then
+  echo "cluster config parsed by $OPERATOR"
+  for f in defaults all-on; do
+    "$PY" -c 'import sys,yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"]=="ConfigMap" and "cluster.yaml" in d.get("data",{}): print(d["data"]["cluster.yaml"])' \
+      "$OUT/$f.yaml" >"$OUT/$f-cluster.yaml"
+    msg=$(env -u KUBERNETES_SERVICE_HOST KUBECONFIG=/nonexistent RUST_BACKTRACE=0 \
+      "$OPERATOR" --config "$OUT/$f-cluster.yaml" --namespace x --http 127.0.0.1:0 2>&1 | head -1 || true)
+    [[ $msg == "Error: connecting to the Kubernetes API" ]] || die "$f: operator refused its config: $msg"
+    say "$f: ok"
+  done
+else
+  echo "NOTE: $OPERATOR not built; the rendered cluster config was not parsed by the operator"
+fi
+
+# --- bad values are refused, naming the key ---------------------------------------
+echo "bad values refused"
+expect_fail() { # <what the error must contain> <helm template args...> (release name: $REL or x)
+  local want=$1; shift
+  if out=$("$HELM" template "${REL:-x}" $CHART "$@" 2>&1); then die "accepted: $*"; fi
+  grep -qF -- "$want" <<<"$out" || { echo "$out"; die "error for '$*' does not name '$want'"; }
+  say "$* -> $(grep -F -- "$want" <<<"$out" | head -1 | sed 's/^ *//')"
+}
+expect_fail "additional properties 'bogus' not allowed" --set bogus=1
+expect_fail "additional properties 'replica' not allowed" --set operator.replica=3
+expect_fail "additional properties 'enable' not allowed" --set nodes.tls.enable=true
+expect_fail "additional properties 'storageClass' not allowed" --set nodes.storage.storageClass=ssd
+expect_fail "at '/nodes/replicas'" --set nodes.replicas=4
+expect_fail "at '/nodes/raft/heartbeat'" --set nodes.raft.heartbeat=fast
+expect_fail "at '/nodes/execEnabled'" --set-string nodes.execEnabled=yes
+expect_fail "nodes.tls.secretName is empty" --set nodes.tls.enabled=true
+expect_fail "at '/fullnameOverride'" --set fullnameOverride=a-very-long-installation-name-for-raftcron-x
+REL=a-very-long-installation-name-for-raftcron-x expect_fail "longer than 40 characters" -n default
+
+# --- metric names used by alerts and the dashboard exist in the code ---------------
+echo "metric names"
+"$PY" - "$OUT/all-on.yaml" deploy/grafana/raftcron-dashboard.json node/src/metrics.rs operator/src/metrics.rs <<'PY'
+import re, sys
+rendered, dashboard, *sources = sys.argv[1:]
+defined = set()
+for s in sources:
+    defined |= set(re.findall(r'"(raftcron_[a-z_]+)"', open(s).read()))
+# Per-ScheduledJob gauges come from the kube-state-metrics config in the chart.
+ksm = set("raftcron_scheduledjob_" + m for m in re.findall(r"- name: ([a-z_]+)\n\s+help:", open(rendered).read()))
+known = defined | ksm
+bad = 0
+for f in (rendered, dashboard):
+    used = set(re.findall(r"\b(raftcron_(?:node|operator|scheduledjob)_[a-z_]+)", open(f).read()))
+    base = {re.sub(r"_(bucket|sum|count)$", "", u) if u not in known else u for u in used}
+    missing = sorted(base - known)
+    if missing:
+        bad += 1
+        print(f"  {f}: unknown metrics: {', '.join(missing)}")
+    else:
+        print(f"  {f}: {len(base)} metric names, all defined")
+sys.exit(1 if bad else 0)
+PY
+
+# --- plain manifests are the chart's defaults ---------------------------------------
+echo "deploy/manifests"
+{
+  echo "# Generated by scripts/chart-check.sh from charts/raftcron with default values:"
+  echo "#   helm template raftcron charts/raftcron -n raftcron-system --include-crds"
+  echo "# Do not edit. Apply: kubectl create namespace raftcron-system && kubectl apply --server-side -f deploy/manifests/raftcron.yaml"
+  cat "$OUT/defaults.yaml"
+} >"$OUT/raftcron.yaml"
+if [[ ${UPDATE_MANIFESTS:-} == 1 ]]; then
+  cp "$OUT/raftcron.yaml" deploy/manifests/raftcron.yaml
+  say "deploy/manifests/raftcron.yaml rewritten"
+else
+  diff -u deploy/manifests/raftcron.yaml "$OUT/raftcron.yaml" >/dev/null \
+    || die "deploy/manifests/raftcron.yaml is stale: run UPDATE_MANIFESTS=1 scripts/chart-check.sh"
+  say "deploy/manifests/raftcron.yaml matches the chart"
+fi
+
+if [[ -n ${RAFTCRON_E2E_KUBECONFIG:-} ]]; then
+  echo "real API server ($RAFTCRON_E2E_KUBECONFIG)"
+  KUBECONFIG=$RAFTCRON_E2E_KUBECONFIG scripts/chart-e2e.sh
+fi
+echo "chart-check: all checks passed in $((SECONDS - started))s"
