@@ -118,8 +118,25 @@ have=$(wc -l <"$WORK/objects.txt")
 echo "all $want objects of the release exist"
 kubectl get deploy,rs,pods -n "$NS"
 
+step "2b. monitoring objects against the Prometheus Operator CRDs (server-side, strict)"
+if kubectl get crd servicemonitors.monitoring.coreos.com podmonitors.monitoring.coreos.com \
+  prometheusrules.monitoring.coreos.com >/dev/null 2>&1; then
+  helm template "$REL" charts/raftcron -n "$NS" -f charts/raftcron/ci/all-on-values.yaml \
+    --show-only templates/monitoring.yaml --show-only templates/prometheusrule.yaml >"$WORK/monitoring.yaml"
+  kubectl apply --server-side --dry-run=server --validate=strict -f "$WORK/monitoring.yaml"
+else
+  echo "NOTE: no Prometheus Operator CRDs on this cluster; ServiceMonitor, PodMonitor and PrometheusRule not checked"
+fi
+
 step "3. the operator, outside the cluster, as its ServiceAccount"
-if [[ -x $OPERATOR ]]; then
+# The operator watches ScheduledJobs in every namespace: with someone else's
+# ScheduledJobs on this cluster, a second operator would reconcile them too.
+others=$(kubectl get sj -A -o name 2>/dev/null | wc -l)
+if [[ ! -x $OPERATOR ]]; then
+  echo "NOTE: $OPERATOR not built; skipped"
+elif [[ $others != 0 ]]; then
+  echo "NOTE: $others ScheduledJobs of others exist on this cluster; skipped (a second operator would reconcile them)"
+else
   cp "$OPERATOR" "$WORK/raftcron-operator" # a parallel cargo build may replace target/debug
   kc=$WORK/operator.kubeconfig
   server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
@@ -175,8 +192,6 @@ YAML
   # Its cleanup needs a node to confirm; with none, drop the finalizer by hand.
   kubectl patch sj e2e-probe -n "$JOBS" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
   kubectl delete ns "$JOBS" --wait=false >/dev/null
-else
-  echo "NOTE: $OPERATOR not built; skipped"
 fi
 
 step "4. RBAC matrix"
