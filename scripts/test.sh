@@ -31,4 +31,7 @@ step "multi-process e2e (real processes on loopback, kill -9)"
 # One test at a time: each runs a cluster of real processes and 2 cores are shared.
 cargo test -p raftcron-e2e --locked -- --test-threads=1
 
+step "Helm chart: lint, render, validate"
+scripts/chart-check.sh
+
 step "done"
