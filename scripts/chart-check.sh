@@ -66,6 +66,14 @@ version, files = sys.argv[1], sys.argv[2:]
 # named as skipped, never passed silently. docs/kubernetes-verification.txt
 # has them applied to an API server that had the real CRDs.
 NO_SCHEMA = {"monitoring.coreos.com/v1"}
+# Canary: a mistyped field must fail, or this check proves nothing.
+canary = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "canary"},
+          "spec": {"replica": 2, "selector": {}, "template": {}}}
+try:
+    kv.validate(canary, version, strict=True)
+    sys.exit("  the validator accepted spec.replica: strict validation is not working")
+except kv.ValidationError:
+    print("  canary: a Deployment with spec.replica is refused")
 bad = 0
 for f in files:
     counts, skipped = {}, []
@@ -79,9 +87,13 @@ for f in files:
         try:
             kv.validate(doc, version, strict=True)
             counts[doc["kind"]] = counts.get(doc["kind"], 0) + 1
-        except Exception as e:
+        except kv.ValidationError as e:
             bad += 1
-            print(f"  INVALID {f}: {name}: {e}")
+            where = "/".join(str(p) for p in e.path)
+            print(f"  INVALID {f}: {name}: at /{where}: {e.message}")
+        except Exception as e:  # no schema for the kind, unsupported version...
+            bad += 1
+            print(f"  INVALID {f}: {name}: {type(e).__name__}: {e}")
     total = sum(counts.values())
     print(f"  {f}: {total} objects valid: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if skipped:
