@@ -128,7 +128,9 @@ expect_fail() { # <what the error must contain> <helm template args...> (release
   local want=$1; shift
   if out=$("$HELM" template "${REL:-x}" $CHART "$@" 2>&1); then die "accepted: $*"; fi
   grep -qF -- "$want" <<<"$out" || { echo "$out"; die "error for '$*' does not name '$want'"; }
-  say "$* -> $(grep -F -- "$want" <<<"$out" | head -1 | sed 's/^ *//')"
+  local label="$*"
+  [[ -n ${REL:-} ]] && label="release $REL${label:+ $label}"
+  say "$label -> $(grep -F -- "$want" <<<"$out" | head -1 | sed 's/^ *//')"
 }
 expect_fail "additional properties 'bogus' not allowed" --set bogus=1
 expect_fail "additional properties 'replica' not allowed" --set operator.replica=3
@@ -139,7 +141,7 @@ expect_fail "at '/nodes/raft/heartbeat'" --set nodes.raft.heartbeat=fast
 expect_fail "at '/nodes/execEnabled'" --set-string nodes.execEnabled=yes
 expect_fail "nodes.tls.secretName is empty" --set nodes.tls.enabled=true
 expect_fail "at '/fullnameOverride'" --set fullnameOverride=a-very-long-installation-name-for-raftcron-x
-REL=a-very-long-installation-name-for-raftcron-x expect_fail "longer than 40 characters" -n default
+REL=a-very-long-installation-name-for-raftcron-x expect_fail "longer than 40 characters"
 
 # --- metric names used by alerts and the dashboard exist in the code ---------------
 echo "metric names"
