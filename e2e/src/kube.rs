@@ -96,14 +96,31 @@ impl TempNamespace {
 impl Drop for TempNamespace {
     fn drop(&mut self) {
         let (client, name) = (self.client.clone(), self.name.clone());
-        // Finalizers of objects in it need the operator, which is gone by now:
-        // the namespace may linger in Terminating on a shared cluster; that is harmless.
+        // Finalizers of objects in it need the operator, which is gone by
+        // now: strip them first, or the namespace stays Terminating and the
+        // API server's namespace controller retries it forever.
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
+                let sjs: Api<raftcron_crds::ScheduledJob> = Api::namespaced(client.clone(), &name);
+                if let Ok(list) = sjs.list_metadata(&Default::default()).await {
+                    let patch = kube::api::Patch::Merge(
+                        serde_json::json!({"metadata": {"finalizers": null}}),
+                    );
+                    let pp = kube::api::PatchParams::default();
+                    let names: Vec<String> = list
+                        .items
+                        .into_iter()
+                        .filter_map(|o| o.metadata.name)
+                        .collect();
+                    for chunk in names.chunks(32) {
+                        let calls = chunk.iter().map(|n| sjs.patch(n, &pp, &patch));
+                        let _ = futures::future::join_all(calls).await;
+                    }
+                }
                 let _ = Api::<Namespace>::all(client)
                     .delete(&name, &DeleteParams::default())
                     .await;

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use raftcron_node::pb::scheduler::UpsertRequest;
 use serde_json::json;
 
-use crate::wait_for;
-
 /// Named figures, printed as a markdown table.
 #[derive(Default)]
 pub struct Report {
@@ -200,7 +198,7 @@ pub(crate) fn lateness_rows(report: &mut Report, l: &measure::Lateness) {
 }
 
 pub async fn kubernetes_ready(count: usize) -> anyhow::Result<Report> {
-    use kube::api::{ListParams, PostParams};
+    use kube::api::PostParams;
     let kc = crate::kube::kubeconfig().map_err(|e| anyhow::anyhow!(e))?;
     let client = crate::kube::client(&kc).await;
     crate::kube::install_crd(&client).await;
@@ -243,25 +241,33 @@ pub async fn kubernetes_ready(count: usize) -> anyhow::Result<Report> {
         c.await??;
     }
     let created = started.elapsed();
-    let ready = wait_for(Duration::from_secs(600), || {
-        let api = api.clone();
-        async move {
-            let list = api.list(&ListParams::default()).await.ok()?;
-            let n = list
-                .items
-                .iter()
-                .filter(|o| {
-                    o.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-                })
-                .count();
-            (n == count).then_some(())
+    // Watch rather than list: listing 10,000 objects in a loop would load
+    // the API server more than the operator does, and slow what we measure.
+    let ready = tokio::time::timeout(Duration::from_secs(600), async {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let mut ready = std::collections::HashSet::new();
+        let mut events = std::pin::pin!(watcher::watcher(api.clone(), watcher::Config::default()));
+        while let Some(e) = events.next().await {
+            let obj = match e {
+                Ok(Event::Apply(o) | Event::InitApply(o)) => o,
+                _ => continue,
+            };
+            let is_ready = obj.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            if is_ready {
+                ready.insert(obj.metadata.name.clone().unwrap_or_default());
+            }
+            if ready.len() == count {
+                return;
+            }
         }
     })
-    .await;
+    .await
+    .ok();
     let mut report = Report::default();
     report.add(
         format!("{count} ScheduledJobs created (API calls, 32 in flight)"),
