@@ -98,8 +98,8 @@ impl Default for RaftTiming {
     fn default() -> Self {
         Self {
             heartbeat: "50ms".into(),
-            election_timeout_min: "300ms".into(),
-            election_timeout_max: "500ms".into(),
+            election_timeout_min: "250ms".into(),
+            election_timeout_max: "350ms".into(),
             snapshot_every: 20_000,
         }
     }

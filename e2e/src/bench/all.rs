@@ -185,7 +185,7 @@ pub async fn run(out: &Path, opts: Options) -> anyhow::Result<()> {
     raw.insert("failover_ms".into(), json!({"raftcron_default": fo_default, "raftcron_tuned": fo_tuned, "etcd_hb50_et300": fo_etcd}));
     let mut fo = vec![
         (
-            "raftcron, 50 ms heartbeat, 300-500 ms election".to_string(),
+            "raftcron, 50 ms heartbeat, 250-350 ms election".to_string(),
             fo_default.clone(),
         ),
         (format!("raftcron, {}", TUNED.join(" ")), fo_tuned.clone()),

@@ -64,10 +64,10 @@ pub struct RunArgs {
     #[arg(long, env = "RAFTCRON_HEARTBEAT", default_value = "50ms", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
     /// Minimum election timeout.
-    #[arg(long, env = "RAFTCRON_ELECTION_TIMEOUT_MIN", default_value = "300ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RAFTCRON_ELECTION_TIMEOUT_MIN", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub election_timeout_min: Duration,
     /// Maximum election timeout.
-    #[arg(long, env = "RAFTCRON_ELECTION_TIMEOUT_MAX", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RAFTCRON_ELECTION_TIMEOUT_MAX", default_value = "350ms", value_parser = humantime::parse_duration)]
     pub election_timeout_max: Duration,
     /// Log entries between snapshots.
     #[arg(long, env = "RAFTCRON_SNAPSHOT_EVERY", default_value_t = 20_000)]

@@ -24,8 +24,8 @@ impl Default for RaftTiming {
             // Measured (raftcron-bench failover): kill -9 of the leader → the next
             // due fire executes after ~0.86 s (p50), under the 1 s target.
             heartbeat: Duration::from_millis(50),
-            election_min: Duration::from_millis(300),
-            election_max: Duration::from_millis(500),
+            election_min: Duration::from_millis(250),
+            election_max: Duration::from_millis(350),
             snapshot_every: 20_000,
         }
     }
