@@ -32,6 +32,8 @@ pub struct ChaosOptions {
     pub duration: Duration,
     /// Schedules firing every second into the ledger.
     pub schedules: usize,
+    /// Inject only this fault kind (0-9, see `run`), to chase one bug.
+    pub only: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -182,7 +184,11 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
         let leader = leader_of(&c).await;
         let n = opts.nodes;
         let k = rng.range(1, minority as u64) as usize;
-        let fault = match rng.range(0, 9) {
+        let mut kind = rng.range(0, 9);
+        if let Some(only) = opts.only {
+            kind = only;
+        }
+        let fault = match kind {
             0 | 1 => Fault::Kill(leader.map(|l| vec![l]).unwrap_or_else(|| rng.pick(n, 1))),
             2 => Fault::Kill(rng.pick(n, k)),
             3 => Fault::Kill(rng.pick(n, minority + 1)), // the quorum is gone for a while

@@ -123,13 +123,25 @@ async fn a_node_with_a_corrupted_log_tail_refuses_to_start_and_the_cluster_keeps
 async fn a_data_dir_from_another_cluster_is_refused() {
     let mut a = Cluster::start(ClusterOptions::default()).await;
     let b = Cluster::start(ClusterOptions::default()).await;
-    // Both clusters have their ids recorded.
+    // Both clusters have their ids recorded in node 2's node.json (status
+    // reports the applied id; node.json follows it a moment later).
     for c in [&a, &b] {
-        wait_for(Duration::from_secs(10), || async {
-            c.status(2).await.filter(|s| !s.cluster_id.is_empty())
+        let id = wait_for(Duration::from_secs(10), || async {
+            c.status(2)
+                .await
+                .map(|s| s.cluster_id)
+                .filter(|id| !id.is_empty())
         })
         .await
         .expect("cluster id");
+        let node_json = c.nodes[1].data_dir.join("node.json");
+        wait_for(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&node_json).unwrap_or_default();
+            let found = text.contains(&id);
+            async move { found.then_some(()) }
+        })
+        .await
+        .expect("cluster id in node.json");
     }
     a.node(2).kill9();
     let b2 = &b.nodes[1].data_dir;

@@ -31,6 +31,7 @@ async fn run(nodes: usize, secs: u64) {
         seed: seed() + nodes as u64,
         duration: Duration::from_secs(secs),
         schedules: 20,
+        only: None,
     };
     println!("fault run: {opts:?} (rerun with RAFTCRON_CHAOS_SEED)");
     let report = chaos::run(opts).await.expect("fault lab");

@@ -21,6 +21,11 @@ struct Args {
     /// Schedules firing every second.
     #[arg(long, default_value_t = 20)]
     schedules: usize,
+    /// Only this fault kind: 0-1 kill leader, 2 kill minority, 3 kill majority,
+    /// 4 minority partition, 5-6 leader in minority, 7 leader one-way, 8 random
+    /// one-way link, 9 slow leader.
+    #[arg(long)]
+    only: Option<u64>,
 }
 
 #[tokio::main]
@@ -35,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         seed: a.seed,
         duration: a.duration,
         schedules: a.schedules,
+        only: a.only,
     })
     .await
     .map_err(anyhow::Error::msg)?;
