@@ -231,6 +231,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         election_max: election_timeout_max,
         snapshot_every,
     };
+    let lease = crate::scheduler::fire_lease(election_timeout_min, scheduler.max_clock_skew);
+    if lease < heartbeat * 2 {
+        bail!(
+            "--election-timeout-min {election_timeout_min:?} leaves a fire lease of {lease:?} \
+             (the timeout less --max-clock-skew {:?} less 50 ms), under two heartbeats \
+             ({heartbeat:?} each): raise --election-timeout-min or lower --heartbeat",
+            scheduler.max_clock_skew
+        );
+    }
     let tls = TlsFiles::from_flags(tls_cert, tls_key, tls_ca, tls_client_auth)?;
     let kube = if kubernetes {
         let settings = crate::kube::StatusSettings {

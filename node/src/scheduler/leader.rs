@@ -171,6 +171,23 @@ impl Firer {
     }
 }
 
+/// How long after a quorum acknowledged it the leader may still start
+/// attempts.
+///
+/// A successor is elected only after some voter that acknowledged us let its
+/// election timer run out: at least `election_min` after our acknowledged
+/// send. The successor writes off claimed fires before its takeover less
+/// `max_skew` (`plan::takeover`) and assumes later ones never started. So
+/// every start of ours must fall before `send + election_min - max_skew`;
+/// the lease ends 50 ms earlier still, for scheduling delays between the
+/// lease check and the start. (80 % of `election_min` was used before; with
+/// a 250 ms timeout and 50 ms skew that left no margin, and the fault
+/// harness saw an attempt run twice.)
+pub fn fire_lease(election_min: Duration, max_skew: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_millis(50);
+    election_min.saturating_sub(max_skew + MARGIN)
+}
+
 struct Done {
     uid: String,
     run_id: String,
@@ -225,9 +242,10 @@ impl LeaderTerm {
         cancel: CancellationToken,
     ) -> Self {
         let settings = ctx.config.scheduler.plan;
-        // Followers refuse to elect anyone for a lease after the last heartbeat;
-        // starting only within 80 % of the shortest one keeps clear of it.
-        let lease = ctx.config.timing.election_min * 4 / 5;
+        let lease = fire_lease(
+            ctx.config.timing.election_min,
+            Duration::from_millis(ctx.config.scheduler.max_clock_skew_ms.max(0) as u64),
+        );
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (arm_tx, arm_rx) = mpsc::unbounded_channel();
         let (aborted_tx, aborted_rx) = mpsc::unbounded_channel();

@@ -11,6 +11,7 @@
 //! ```
 
 mod leader;
+pub use leader::fire_lease;
 pub mod plan;
 mod recorder;
 #[cfg(test)]
