@@ -310,10 +310,10 @@ pub fn snapshot(data: &[u8]) {
     let mut events = Vec::new();
     for s in &records {
         for run in &s.active {
-            if plan::pending_start(run).is_some() {
-                if let StartDecision::Events(more, _) = plan::at_start(s, run, NOW) {
-                    events.extend(more);
-                }
+            if plan::pending_start(run).is_some()
+                && let StartDecision::Events(more, _) = plan::at_start(s, run, NOW)
+            {
+                events.extend(more);
             }
         }
     }
