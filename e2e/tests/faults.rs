@@ -44,13 +44,11 @@ async fn run(nodes: usize, secs: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: an attempt can run twice across a leader change (RELIABILITY.md, Open); scripts/test.sh runs it without gating"]
 async fn three_nodes_keep_every_fire_and_write_through_seeded_faults() {
     run(3, 75).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: an attempt can run twice across a leader change (RELIABILITY.md, Open); scripts/test.sh runs it without gating"]
 async fn five_nodes_keep_every_fire_and_write_through_seeded_faults() {
     run(5, 60).await;
 }

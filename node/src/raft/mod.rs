@@ -92,6 +92,32 @@ pub async fn propose(raft: &Raft, cmd: Command) -> Result<Response, ProposeError
     }
 }
 
+/// Proposes a command as `leader` and waits until it is committed and
+/// applied here. Refused (`NotLeader`) once `leader`'s term is over, so a
+/// fire loop never writes on behalf of a term it no longer leads.
+///
+/// openraft's `write(..).await` alone returns once the entry is handed to
+/// the Raft core, not when it is applied: a caller that reads the state
+/// after it may not see its own write (that was the double start of an
+/// attempt written off at a takeover, RELIABILITY.md).
+pub async fn propose_as(
+    raft: &Raft,
+    leader: types::LeaderId,
+    cmd: Command,
+) -> Result<Response, ProposeError> {
+    let (responder, done) = openraft::impls::ProgressResponder::complete_only();
+    raft.write(cmd)
+        .with_leader(leader)
+        .responder(responder)
+        .await
+        .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+    match done.await {
+        Ok(Ok(r)) => Ok(r.data),
+        Ok(Err(e)) => Err(write_error(RaftError::APIError(e))),
+        Err(_) => Err(ProposeError::Stopped("raft stopped".to_string())),
+    }
+}
+
 pub fn write_error(e: RaftError<ClientWriteError>) -> ProposeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {

@@ -16,7 +16,7 @@ use crate::clock::{now_ms, now_us};
 use crate::exec::{Attempt, Executors, Outcome};
 use crate::node::NodeCtx;
 use crate::raft::types::LeaderId;
-use crate::raft::{ProposeError, write_error};
+use crate::raft::{ProposeError, propose_as};
 use crate::sm::{Command, Millis, Response, RunEvent, RunRef, ScheduleRecord};
 use crate::store::feed::Dirty;
 
@@ -188,6 +188,12 @@ pub fn fire_lease(election_min: Duration, max_skew: Duration) -> Duration {
     election_min.saturating_sub(max_skew + MARGIN)
 }
 
+/// A claim entry that did not apply, and the schedules it was for.
+struct ClaimFailed {
+    error: String,
+    uids: Vec<String>,
+}
+
 struct Done {
     uid: String,
     run_id: String,
@@ -303,7 +309,7 @@ impl LeaderTerm {
             self.ctx.identity.id,
             self.cancel.clone(),
         );
-        let (claim_err_tx, mut claim_err_rx) = mpsc::unbounded_channel::<String>();
+        let (claim_err_tx, mut claim_err_rx) = mpsc::unbounded_channel::<ClaimFailed>();
         let tick = Duration::from_millis((self.settings.lookahead_ms / 4).max(25) as u64);
         let mut next_claim = tokio::time::Instant::now();
         let firer = Firer {
@@ -340,9 +346,17 @@ impl LeaderTerm {
                     }
                     self.queue.insert((now_ms() + 5, run_id, attempt), uid);
                 }
-                Some(e) = claim_err_rx.recv() => {
-                    tracing::warn!(term = self.term, error = %e, "claim failed; leaving the fire loop");
-                    break;
+                Some(failed) = claim_err_rx.recv() => {
+                    if !self.still_leading() {
+                        tracing::info!(term = self.term, error = %failed.error, "claim failed; leadership moved");
+                        break;
+                    }
+                    // Typically openraft's own lease lapsed (a slow or cut-off
+                    // quorum): the entry was refused, nothing was claimed.
+                    // Claims are idempotent, so plan these schedules again
+                    // and retry on the next tick.
+                    tracing::info!(term = self.term, error = %failed.error, schedules = failed.uids.len(), "claim failed; planning again");
+                    self.replan(failed.uids);
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -380,25 +394,16 @@ impl LeaderTerm {
             written_off,
             "settling runs left by the previous leader"
         );
+        // Each write returns once it is applied here, so the start queue the
+        // fire loop builds next sees every write-off.
         for chunk in events.chunks(MAX_CLAIMS_PER_ENTRY) {
             let cmd = Command::Record {
                 term: self.term,
                 node: self.ctx.identity.id,
                 events: chunk.to_vec(),
             };
-            self.ctx
-                .raft
-                .write(cmd)
-                .with_leader(self.leader_id())
-                .await
-                .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+            propose_as(&self.ctx.raft, self.leader_id(), cmd).await?;
         }
-        // A linearizable read after the writes waits until they are applied here.
-        self.ctx
-            .raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map_err(|e| ProposeError::Stopped(e.to_string()))?;
         Ok(())
     }
 
@@ -492,6 +497,29 @@ impl LeaderTerm {
         }
     }
 
+    /// Whether this node still leads the term this loop was started for.
+    fn still_leading(&self) -> bool {
+        self.ctx
+            .raft
+            .as_leader()
+            .is_ok_and(|l| l.leader_id().term == self.term)
+    }
+
+    /// Recomputes the due entries of `uids` from the applied state, after
+    /// claims for them failed (the claim pass removed their due entries).
+    fn replan(&mut self, mut uids: Vec<String>) {
+        uids.sort_unstable();
+        uids.dedup();
+        for uid in &uids {
+            self.due_basis.remove(uid);
+        }
+        let dirty = Dirty {
+            uids: uids.into_iter().collect(),
+            ..Dirty::default()
+        };
+        self.refresh(dirty);
+    }
+
     fn was_launched(&self, uid: &str, run_id: &str, attempt: u32) -> bool {
         self.launched
             .get(uid)
@@ -501,7 +529,7 @@ impl LeaderTerm {
 
     /// Claims every fire due within the look-ahead, in one entry, without
     /// waiting for it: the claimed runs arrive through the change feed.
-    fn claim(&mut self, err_tx: &mpsc::UnboundedSender<String>) {
+    fn claim(&mut self, err_tx: &mpsc::UnboundedSender<ClaimFailed>) {
         let now = now_ms();
         let horizon = now + self.settings.lookahead_ms;
         let mut fires = Vec::new();
@@ -536,37 +564,24 @@ impl LeaderTerm {
             let raft = self.ctx.raft.clone();
             let leader = self.leader_id();
             let err_tx = err_tx.clone();
+            let uids: Vec<String> = chunk.iter().map(|f| f.uid.clone()).collect();
             tokio::spawn(async move {
-                let (responder, done) = openraft::impls::ProgressResponder::complete_only();
-                let r = match raft
-                    .write(cmd)
-                    .with_leader(leader)
-                    .responder(responder)
-                    .await
-                {
+                let r = match propose_as(&raft, leader, cmd).await {
                     Err(e) => Err(e.to_string()),
-                    Ok(()) => match done.await {
-                        Ok(Ok(resp)) => match resp.data {
-                            Response::Claim(outcomes) => {
-                                let dup = outcomes
-                                    .iter()
-                                    .filter(|o| **o != crate::sm::ClaimOutcome::Claimed)
-                                    .count();
-                                if dup > 0 {
-                                    tracing::debug!(dup, "fires already claimed");
-                                }
-                                Ok(())
-                            }
-                            other => Err(format!("unexpected claim response {other:?}")),
-                        },
-                        Ok(Err(e)) => {
-                            Err(write_error(openraft::errors::RaftError::APIError(e)).to_string())
+                    Ok(Response::Claim(outcomes)) => {
+                        let dup = outcomes
+                            .iter()
+                            .filter(|o| **o != crate::sm::ClaimOutcome::Claimed)
+                            .count();
+                        if dup > 0 {
+                            tracing::debug!(dup, "fires already claimed");
                         }
-                        Err(_) => Err("raft stopped".to_string()),
-                    },
+                        Ok(())
+                    }
+                    Ok(other) => Err(format!("unexpected claim response {other:?}")),
                 };
                 if let Err(e) = r {
-                    let _ = err_tx.send(e);
+                    let _ = err_tx.send(ClaimFailed { error: e, uids });
                 }
             });
         }

@@ -131,14 +131,26 @@ pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
         if m.current_leader == Some(m.id) && m.state == openraft::ServerState::Leader {
             let term = m.current_term;
             let cancel = tokio_util::sync::CancellationToken::new();
-            let task = tokio::spawn(
+            let mut task = tokio::spawn(
                 leader::LeaderTerm::new(ctx.clone(), term, executors.clone(), cancel.clone()).run(),
             );
+            // Set once the fire loop has ended while this node still leads.
+            let mut handoff: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
             // Until this term ends.
             loop {
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { cancel.cancel(); let _ = task.await; return },
                     _ = crate::node::stopped(&mut stop) => { cancel.cancel(); let _ = task.await; return },
+                    _ = &mut task, if handoff.is_none() => {
+                        handoff = Some(Box::pin(tokio::time::sleep(Duration::ZERO)));
+                        continue;
+                    }
+                    _ = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
+                        hand_off(&ctx, term).await;
+                        let retry = ctx.config.timing.election_max * 2;
+                        handoff = Some(Box::pin(tokio::time::sleep(retry)));
+                        continue;
+                    }
                 }
                 let m = metrics.borrow_and_update().clone();
                 if m.current_term != term || m.current_leader != Some(m.id) {
@@ -147,12 +159,50 @@ pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
             }
             tracing::info!(term, "leadership ended; stopping the fire loop");
             cancel.cancel();
-            let _ = task.await;
+            if handoff.is_none() {
+                let _ = task.await;
+            }
             continue;
         }
         tokio::select! {
             r = metrics.changed() => if r.is_err() { return },
             _ = crate::node::stopped(&mut stop) => return,
         }
+    }
+}
+
+/// The fire loop of `term` ended (a write or a read failed) while this node
+/// still leads: hand leadership on rather than lead without firing.
+///
+/// Restarting the loop inside the same term would be unsafe: the new loop
+/// could not tell which claimed fires the old one had started without the
+/// start reaching the log. A new term settles them the usual way
+/// (`plan::takeover`). Another voter gets leadership by transfer; a sole
+/// voter starts an election of its own, which it wins in a new term.
+async fn hand_off(ctx: &NodeCtx, term: u64) {
+    let m = crate::raft::metrics(&ctx.raft);
+    // The voter furthest along in replication takes over soonest.
+    let matched = |id: &crate::raft::types::NodeId| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+    };
+    let other = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != m.id)
+        .max_by_key(|id| matched(id));
+    tracing::warn!(
+        term,
+        to = other,
+        "the fire loop stopped while this node still leads; handing leadership on"
+    );
+    let r = match other {
+        Some(to) => ctx.raft.trigger().transfer_leader(to).await,
+        None => ctx.raft.trigger().elect(false).await,
+    };
+    if let Err(e) = r {
+        tracing::warn!(term, error = %e, "could not hand leadership on");
     }
 }
