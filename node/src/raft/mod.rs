@@ -141,3 +141,6 @@ pub fn metrics(raft: &Raft) -> types::RaftMetrics {
     use openraft::type_config::async_runtime::watch::WatchReceiver;
     raft.metrics().borrow_watched().clone()
 }
+
+#[cfg(test)]
+mod tests;
