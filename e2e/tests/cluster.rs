@@ -144,7 +144,18 @@ async fn every_acknowledged_write_survives_killing_all_nodes_at_once() {
             unreachable!()
         })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once enough writes are acknowledged (not after a fixed time: on a
+    // busy machine 1.5 s gave fewer than 50).
+    let enough = wait_for(Duration::from_secs(30), || {
+        let acked = acked.clone();
+        async move { (acked.lock().unwrap().len() >= 100).then_some(()) }
+    })
+    .await;
+    assert!(
+        enough.is_some(),
+        "fewer than 100 writes acknowledged in 30 s\n{}",
+        c.logs()
+    );
     for id in 1..=3 {
         c.node(id).kill9();
     }
