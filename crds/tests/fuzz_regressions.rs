@@ -11,11 +11,7 @@ mod crds_checks;
 
 #[path = "../../fuzz/src/replay.rs"]
 mod replay;
-
-fn replay(target: &str, check: fn(&[u8])) {
-    let fuzz = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    replay::replay(&fuzz, target, check);
-}
+use replay::replay;
 
 #[test]
 fn cron_inputs_pass() {

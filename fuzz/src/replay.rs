@@ -2,7 +2,8 @@
 //! input of a target (`fuzz/seeds/<target>/`, then `fuzz/regressions/<target>/`)
 //! through its check, each on its own thread with a time limit. Compiled
 //! into `crds/tests/fuzz_regressions.rs` and `node/tests/fuzz_regressions.rs`
-//! with `#[path]`, like the checks themselves.
+//! with `#[path]`, like the checks themselves; `CARGO_MANIFEST_DIR` is
+//! then the including crate's, a sibling of `fuzz/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -13,7 +14,8 @@ use std::time::Duration;
 const TIME_LIMIT: Duration = Duration::from_secs(30);
 
 /// Every committed input of a target, seeds first.
-fn inputs(fuzz: &Path, target: &str) -> Vec<PathBuf> {
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut all = Vec::new();
     for kind in ["seeds", "regressions"] {
         let Ok(entries) = std::fs::read_dir(fuzz.join(kind).join(target)) else {
@@ -31,8 +33,8 @@ fn inputs(fuzz: &Path, target: &str) -> Vec<PathBuf> {
 
 /// Runs `check` on every input of `target`, each on its own thread with a
 /// time limit, and fails naming every input that panicked or timed out.
-pub fn replay(fuzz: &Path, target: &str, check: fn(&[u8])) {
-    let inputs = inputs(fuzz, target);
+pub fn replay(target: &str, check: fn(&[u8])) {
+    let inputs = inputs(target);
     assert!(!inputs.is_empty(), "no seeds under fuzz/seeds/{target}");
     let mut failures = Vec::new();
     for path in &inputs {

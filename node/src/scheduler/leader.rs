@@ -507,16 +507,14 @@ impl LeaderTerm {
 
     /// Recomputes the due entries of `uids` from the applied state, after
     /// claims for them failed (the claim pass removed their due entries).
-    fn replan(&mut self, mut uids: Vec<String>) {
-        uids.sort_unstable();
-        uids.dedup();
-        for uid in &uids {
-            self.due_basis.remove(uid);
-        }
+    fn replan(&mut self, uids: Vec<String>) {
         let dirty = Dirty {
             uids: uids.into_iter().collect(),
             ..Dirty::default()
         };
+        for uid in &dirty.uids {
+            self.due_basis.remove(uid);
+        }
         self.refresh(dirty);
     }
 
@@ -554,17 +552,21 @@ impl LeaderTerm {
         if fires.is_empty() {
             return;
         }
-        for chunk in fires.chunks(MAX_CLAIMS_PER_ENTRY) {
+        while !fires.is_empty() {
+            // Owned chunks: the entry takes the fires, and only their uids
+            // are kept, to plan again if the entry fails.
+            let rest = fires.split_off(fires.len().min(MAX_CLAIMS_PER_ENTRY));
+            let chunk = std::mem::replace(&mut fires, rest);
+            let uids: Vec<String> = chunk.iter().map(|f| f.uid.clone()).collect();
             let cmd = Command::Claim {
                 term: self.term,
                 node: self.ctx.identity.id,
                 now,
-                fires: chunk.to_vec(),
+                fires: chunk,
             };
             let raft = self.ctx.raft.clone();
             let leader = self.leader_id();
             let err_tx = err_tx.clone();
-            let uids: Vec<String> = chunk.iter().map(|f| f.uid.clone()).collect();
             tokio::spawn(async move {
                 let r = match propose_as(&raft, leader, cmd).await {
                     Err(e) => Err(e.to_string()),

@@ -134,21 +134,21 @@ pub async fn run(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
             let mut task = tokio::spawn(
                 leader::LeaderTerm::new(ctx.clone(), term, executors.clone(), cancel.clone()).run(),
             );
-            // Set once the fire loop has ended while this node still leads.
-            let mut handoff: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+            // When to hand leadership on; set once the fire loop has ended
+            // while this node still leads.
+            let mut handoff: Option<tokio::time::Instant> = None;
             // Until this term ends.
             loop {
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { cancel.cancel(); let _ = task.await; return },
                     _ = crate::node::stopped(&mut stop) => { cancel.cancel(); let _ = task.await; return },
                     _ = &mut task, if handoff.is_none() => {
-                        handoff = Some(Box::pin(tokio::time::sleep(Duration::ZERO)));
+                        handoff = Some(tokio::time::Instant::now());
                         continue;
                     }
-                    _ = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
+                    _ = tokio::time::sleep_until(handoff.unwrap_or_else(tokio::time::Instant::now)), if handoff.is_some() => {
                         hand_off(&ctx, term).await;
-                        let retry = ctx.config.timing.election_max * 2;
-                        handoff = Some(Box::pin(tokio::time::sleep(retry)));
+                        handoff = Some(tokio::time::Instant::now() + ctx.config.timing.election_max * 2);
                         continue;
                     }
                 }

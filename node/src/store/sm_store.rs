@@ -126,9 +126,7 @@ impl StateMachineStore {
         let Some(meta) = t.get(META_KEY).map_err(io_err)? else {
             return Ok(None);
         };
-        rmp_serde::from_slice(meta.value())
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        decode_meta(meta.value()).map(Some)
     }
 
     fn load_snapshot(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
@@ -140,16 +138,20 @@ impl StateMachineStore {
         ) else {
             return Ok(None);
         };
-        let meta: SnapshotMeta = rmp_serde::from_slice(meta.value())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        Ok(Some((meta, data.value().to_vec())))
+        Ok(Some((decode_meta(meta.value())?, data.value().to_vec())))
     }
+}
+
+fn decode_meta(bytes: &[u8]) -> io::Result<SnapshotMeta> {
+    rmp_serde::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Hands memory freed after a snapshot back to the OS. A snapshot is
 /// encoded, written and read as one value (50 MB at 100,000 schedules), and
 /// glibc keeps the freed buffers in its arenas, so the node's resident size
-/// stayed at its snapshot peak (the heap profile in BENCHMARKS.md).
+/// stayed at its snapshot peak (the heap profile in BENCHMARKS.md). Trimming
+/// a large heap takes milliseconds: call it off the async workers, which
+/// also run the firer.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
@@ -179,11 +181,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let bytes = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
             let bytes = StateMachineStore::encode(&data)?;
             store.save_snapshot(&meta2, &bytes)?;
+            drop(data);
+            release_freed_memory();
             Ok(bytes)
         })
         .await
         .map_err(io_err)??;
-        release_freed_memory();
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = bytes.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -257,9 +260,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(io_err)??;
-        *self.inner.data.write().expect("state lock poisoned") = data;
+        let old = std::mem::replace(
+            &mut *self.inner.data.write().expect("state lock poisoned"),
+            data,
+        );
         self.inner.feed.publish_all();
-        release_freed_memory();
+        // The replaced state is freed on the blocking pool too.
+        tokio::task::spawn_blocking(move || {
+            drop(old);
+            release_freed_memory();
+        });
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
         Ok(())
     }
