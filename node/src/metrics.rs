@@ -26,6 +26,8 @@ pub struct Metrics {
     pub runs: IntCounterVec,
     pub active_runs: IntGauge,
     pub retries: prometheus::IntCounter,
+    /// Claim passes that held a schedule back because it was behind.
+    pub claims_held: prometheus::IntCounter,
     /// Status writes to ScheduledJobs, by result (ok | error | gone).
     pub status_patches: IntCounterVec,
     /// Schedules whose status waits to be written (queued or backing off).
@@ -93,6 +95,13 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(retries.clone()))
             .expect("unique metric");
+        let claims_held = prometheus::IntCounter::new(
+            "raftcron_node_claims_held_total",
+            "Claim passes that held a schedule back because runs of it already due were still waiting to start or for their result to be applied (the leader is overloaded)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(claims_held.clone()))
+            .expect("unique metric");
         let status_patches = IntCounterVec::new(
             Opts::new(
                 "raftcron_node_status_patches_total",
@@ -150,6 +159,7 @@ impl Metrics {
             fire_lateness,
             runs,
             retries,
+            claims_held,
             registry,
         }
     }

@@ -531,6 +531,7 @@ impl LeaderTerm {
         let now = now_ms();
         let horizon = now + self.settings.lookahead_ms;
         let mut fires = Vec::new();
+        let mut held = Vec::new();
         {
             let ctx = self.ctx.clone();
             let d = ctx.sm.read();
@@ -543,11 +544,24 @@ impl LeaderTerm {
                 let Some(s) = d.state.get_by_uid(&uid) else {
                     continue;
                 };
+                if plan::behind(s, now, |run_id| self.running.contains_key(run_id)) {
+                    held.push((at, uid));
+                    continue;
+                }
                 let Some(p) = self.parsed_for(s) else {
                     continue;
                 };
                 fires.extend(plan::claims(s, &p, now, &self.settings));
             }
+        }
+        if !held.is_empty() {
+            tracing::debug!(schedules = held.len(), "behind: claims held back");
+            self.ctx.metrics.claims_held.inc_by(held.len() as u64);
+        }
+        // Considered again on the next pass.
+        for (at, uid) in held {
+            self.due_of.insert(uid.clone(), at);
+            self.due.insert((at, uid));
         }
         if fires.is_empty() {
             return;

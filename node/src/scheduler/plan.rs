@@ -105,6 +105,37 @@ pub fn next_claimable(s: &ScheduleRecord, schedule: &Schedule) -> Option<Millis>
     schedule.next_after(s.claimed_through)
 }
 
+/// Runs of one schedule that may be due to start but not started, or
+/// finished here without the result applied yet, before the leader stops
+/// claiming more of its instants.
+pub const MAX_BEHIND: usize = 3;
+
+/// Whether `s` is behind: at least [`MAX_BEHIND`] of its runs came due
+/// before `now` and are still waiting for their start or for their result
+/// to be applied (`running_here` says which running attempts execute on this
+/// leader; the others have finished and their result is in flight).
+///
+/// The leader does not claim such a schedule's next instants until it
+/// catches up. Under a load the nodes cannot keep up with, claiming on time
+/// anyway would only lengthen the schedule's run list, and every change to
+/// it costs the leader a scan of that list: the backlog would grow and slow
+/// everything. Held back, the instants are claimed late and run late, and
+/// past `catch_up_ms` follow `missedRunPolicy` like any other outage.
+pub fn behind(s: &ScheduleRecord, now: Millis, running_here: impl Fn(&str) -> bool) -> bool {
+    s.active
+        .iter()
+        .filter(|r| {
+            r.instant < now
+                && match r.phase {
+                    Phase::Claimed => true,
+                    Phase::Running => !running_here(&r.run_id),
+                    Phase::RetryPending { .. } | Phase::Done(_) => false,
+                }
+        })
+        .nth(MAX_BEHIND - 1)
+        .is_some()
+}
+
 /// What a run waiting in the start queue needs next, if anything.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Pending {

@@ -191,6 +191,36 @@ fn forbid_skips_a_fire_while_another_run_is_active_and_replace_replaces_it() {
 }
 
 #[test]
+fn a_schedule_is_behind_once_enough_due_runs_wait_for_a_start_or_an_applied_result() {
+    let (mut s, _) = record("* * * * * *", |s| {
+        s.concurrency_policy = ConcurrencyPolicy::Allow
+    });
+    let now = T0 + 10_000;
+    let nowhere = |_: &str| false;
+    // Long actions executing here are not a backlog, however many overlap.
+    s.active = (1..=5)
+        .map(|i| run(&s, T0 + i * 1000, Phase::Running))
+        .collect();
+    assert!(!behind(&s, now, |_| true));
+    // The same runs finished here, results not applied yet: a backlog.
+    assert!(behind(&s, now, nowhere));
+    // Waiting for their start: one short of the limit is not behind.
+    s.active = (1..MAX_BEHIND as i64)
+        .map(|i| run(&s, T0 + i * 1000, Phase::Claimed))
+        .collect();
+    assert!(!behind(&s, now, nowhere));
+    s.active.push(run(&s, T0 + 9_000, Phase::Claimed));
+    assert!(behind(&s, now, nowhere));
+    // Claimed ahead of their instant (the look-ahead) is on time.
+    assert!(!behind(&s, T0 + 1_000, nowhere));
+    // A retry waits for its own time, not for the leader.
+    s.active = (1..=5)
+        .map(|i| run(&s, T0 + i * 1000, Phase::RetryPending { at: now + 60_000 }))
+        .collect();
+    assert!(!behind(&s, now, nowhere));
+}
+
+#[test]
 fn a_claimed_fire_of_a_schedule_suspended_since_is_skipped() {
     let (mut s, _) = record("* * * * * *", |s| s.suspend = true);
     let next = run(&s, T0 + 1000, Phase::Claimed);
