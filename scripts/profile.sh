@@ -12,6 +12,10 @@
 #   MODE=sched   run-queue delay per thread (perf sched latency): for
 #                lateness, i.e. how long a ready thread waited for a core
 #
+#   PROCS=REGEX  which processes to record (pgrep -f), default the nodes and
+#                the bench; for the Kubernetes stage add the operator and the
+#                control plane: PROCS='raftcron-|kube-apiserver|etcd'
+#
 # Writes docs/benchmarks/profiles/NAME.svg (flamegraph, inferno) and
 # NAME.txt (the top entries of `perf report`, or the sched latency table).
 # Needs root (perf -a), perf, and inferno (`cargo install inferno --locked`).
@@ -34,8 +38,9 @@ trap 'rm -rf "$data"' EXIT
 "$bench" "$@" > "$data/bench.out" 2>&1 &
 bench_pid=$!
 sleep "$delay"
-pids=$(pgrep -d, -f 'raftcron-node|raftcron-bench' || true)
+pids=$(pgrep -d, -f "${PROCS:-raftcron-node|raftcron-bench}" || true)
 [ -n "$pids" ] || { echo "no raftcron processes after ${delay}s" >&2; exit 1; }
+ps -o pid=,args= -p "$pids" | awk '{print $1, $2}' > "$data/procs"
 case $mode in
   cpu) perf record -q -p "$pids" -F 199 --call-graph dwarf,8192 -o "$data/perf.data" -- sleep "$window" ;;
   offcpu) perf record -q -p "$pids" -e sched:sched_switch --call-graph dwarf,8192 -o "$data/perf.data" -- sleep "$window" ;;
@@ -54,6 +59,14 @@ if [ "$mode" = sched ]; then
   perf sched latency -i "$data/perf.data" --sort max 2>/dev/null | sed -n 1,40p >> "$out/$name.txt"
   exit 0
 fi
+# Share of the samples per process (the nodes and the operator all name
+# their threads tokio-rt-worker, so the per-symbol table cannot tell them apart).
+echo "# samples per process:" >> "$out/$name.txt"
+perf script -i "$data/perf.data" -F pid 2>/dev/null | sort | uniq -c \
+  | awk 'NR==FNR { name[$1] = $2; next } { n[$2] = $1; total += $1 }
+         END { for (p in n) printf "#   %6.2f%%  %s (pid %s)\n", 100 * n[p] / total, name[p], p }' "$data/procs" - \
+  | sort -rn -k2 >> "$out/$name.txt"
+echo >> "$out/$name.txt"
 perf report -i "$data/perf.data" --no-children -g none --percent-limit 0.5 --sort comm,dso,sym --stdio 2>/dev/null \
   | grep -E '^ +[0-9]' | sed -n 1,60p >> "$out/$name.txt"
 perf script -i "$data/perf.data" 2>/dev/null \

@@ -305,6 +305,23 @@ pub async fn run(out: &Path, opts: Options) -> anyhow::Result<()> {
                     (count == 10_000).then_some(*secs <= 60.0),
                 ));
             }
+            let writes: f64 = r
+                .rows
+                .iter()
+                .filter(|(n, _, _)| n.starts_with("API writes"))
+                .map(|(_, v, _)| v)
+                .sum();
+            if writes > 0.0 {
+                rows.push(row(
+                    format!("… API writes per ScheduledJob until all {count} Ready"),
+                    "",
+                    writes / count as f64,
+                    "requests",
+                    None,
+                    None,
+                ));
+            }
+            raw.insert(format!("kubernetes_{count}"), r.json());
         }
     } else {
         bar.println("   skipped: RAFTCRON_E2E_KUBECONFIG is not set");
