@@ -13,9 +13,9 @@ use super::{fmt, hist_quantile, percentile, sorted};
 
 /// The tuned Raft timing the failover target "≤ 0.5 s tuned" refers to.
 pub const TUNED: [&str; 3] = [
-    "--heartbeat=30ms",
+    "--heartbeat=20ms",
     "--election-timeout-min=150ms",
-    "--election-timeout-max=250ms",
+    "--election-timeout-max=200ms",
 ];
 
 struct Row {
