@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 
 use crate::api::SchedulerApi;
@@ -200,7 +199,12 @@ async fn serve_grpc(
     let api_svc = SchedulerServer::new(SchedulerApi::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    // Server::tcp_nodelay applies only to listeners tonic binds itself; with
+    // our own listener it was silently ignored, so accepted connections ran
+    // with Nagle's algorithm, and a small response waiting for the peer's
+    // delayed ACK stalled a write by ~40 ms. TcpIncoming sets it per connection.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = match builder.tls_config(tls) {
             Ok(b) => b,
@@ -213,7 +217,7 @@ async fn serve_grpc(
     let result = builder
         .add_service(raft_svc)
         .add_service(api_svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stopped(&mut stop).await;
         })
         .await;
