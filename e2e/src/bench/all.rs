@@ -253,7 +253,7 @@ pub async fn run(out: &Path, opts: Options) -> anyhow::Result<()> {
         None,
         Some(fires.rate >= 20_000.0),
     ));
-    raw.insert("sustained_fires".into(), json!({"schedules": fires.schedules, "rate": fires.rate, "expected_rate": fires.expected_rate}));
+    raw.insert("sustained_fires".into(), json!({"schedules": fires.schedules, "rate": fires.rate, "expected_rate": fires.expected_rate, "elections": fires.elections}));
     bar.inc(1);
 
     let n = opts.max_schedules;

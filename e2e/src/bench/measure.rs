@@ -350,8 +350,10 @@ pub async fn scale(n: usize) -> anyhow::Result<Scale> {
 
 pub struct Fires {
     pub schedules: usize,
-    /// Successful runs recorded per second by the leader over the window.
+    /// Successful runs per second over the window, all nodes together.
     pub rate: f64,
+    /// Terms started during the window (leader elections under load).
+    pub elections: u64,
     pub expected_rate: f64,
 }
 
@@ -372,26 +374,33 @@ pub async fn sustained_fires(n: usize, window: Duration) -> anyhow::Result<Fires
         c.client().upsert_batch(chunk.to_vec()).await?;
     }
     tokio::time::sleep(Duration::from_secs(5)).await; // reach a steady state
-    let leader = c
-        .wait_leader(Duration::from_secs(5))
-        .await
-        .ok_or_else(|| anyhow::anyhow!("no leader"))?;
-    let http = c.nodes[(leader - 1) as usize].http.clone();
-    let succeeded = |text: String| -> f64 {
+    // Summed over every node: a run is counted once, by the leader that ran
+    // it, and the leader may change under load (heartbeats time out when the
+    // nodes saturate both cores); counting one node would miss the rest.
+    let counters = |text: &str, name: &str, label: &str| -> f64 {
         text.lines()
-            .find(|l| {
-                l.starts_with("raftcron_node_runs_total{") && l.contains("result=\"Succeeded\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     };
-    let before = succeeded(crate::http_get(&http, "/metrics").await?.1);
+    let sample = || async {
+        let (mut succeeded, mut term) = (0.0, 0.0f64);
+        for node in &c.nodes {
+            if let Ok((_, text)) = crate::http_get(&node.http, "/metrics").await {
+                succeeded += counters(&text, "raftcron_node_runs_total{", "result=\"Succeeded\"");
+                term = term.max(counters(&text, "raftcron_node_raft_term", ""));
+            }
+        }
+        (succeeded, term)
+    };
+    let (before, term_before) = sample().await;
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let after = succeeded(crate::http_get(&http, "/metrics").await?.1);
+    let (after, term_after) = sample().await;
     Ok(Fires {
         schedules: n,
         rate: (after - before) / t0.elapsed().as_secs_f64(),
+        elections: (term_after - term_before).max(0.0) as u64,
         expected_rate: n as f64,
     })
 }

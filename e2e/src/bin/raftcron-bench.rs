@@ -122,6 +122,7 @@ fn main() -> anyhow::Result<()> {
                     "fires/s",
                 );
                 r.add("offered", f.expected_rate, "fires/s");
+                r.add("leader elections during the window", f.elections as f64, "");
                 Ok(r)
             }
             Cmd::Scale { schedules } => {

@@ -29,6 +29,8 @@ const SPIN_US: i64 = 1_500;
 const ARM_US: i64 = 20_000;
 /// Distinct (expression, time zone) pairs kept parsed.
 const PARSED_CACHE: usize = 4096;
+/// Finished attempts handled in one turn of the fire loop.
+const MAX_DONE_PER_TURN: usize = 4096;
 /// Largest claim entry; a bigger batch is split.
 const MAX_CLAIMS_PER_ENTRY: usize = 20_000;
 
@@ -338,7 +340,16 @@ impl LeaderTerm {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = feed.changed() => {}
-                Some(d) = self.done_rx.recv() => self.finished(d, &recorder),
+                Some(d) = self.done_rx.recv() => {
+                    self.finished(d, &recorder);
+                    // Under load thousands finish per second: take what has
+                    // queued in one pass rather than one loop turn (feed
+                    // check, claim check, arming, a new timer) per attempt.
+                    for _ in 0..MAX_DONE_PER_TURN {
+                        let Ok(d) = self.done_rx.try_recv() else { break };
+                        self.finished(d, &recorder);
+                    }
+                }
                 Some((uid, run_id, attempt)) = self.aborted_rx.recv() => {
                     self.running.remove(&run_id);
                     if let Some(m) = self.launched.get_mut(&uid) {
