@@ -2,8 +2,10 @@
 //!
 //! Writes are proposed to Raft; a follower answers UNAVAILABLE with the
 //! leader's id and address in metadata (`raftcron-leader-id`,
-//! `raftcron-leader-addr`) and the client follows. Reads are answered from
-//! this node's state machine.
+//! `raftcron-leader-addr`) and the client follows. Reads (list, runs) are
+//! linearizable: the leader confirms its read index with a quorum and waits
+//! until it has applied it, so a read sees every acknowledged write; a
+//! follower refuses them the same way and the client follows.
 
 pub mod convert;
 
@@ -18,7 +20,7 @@ use crate::membership;
 use crate::node::NodeCtx;
 use crate::pb::scheduler as pb;
 use crate::pb::scheduler::scheduler_server::Scheduler;
-use crate::raft::{ProposeError, propose};
+use crate::raft::{ProposeError, propose, read_barrier};
 use crate::sm::{Command, Key, Response as SmResponse};
 
 pub const LEADER_ID_HEADER: &str = "raftcron-leader-id";
@@ -43,7 +45,7 @@ pub fn propose_status(e: ProposeError) -> Status {
             s
         }
         ProposeError::Membership(_) => Status::failed_precondition(e.to_string()),
-        ProposeError::Stopped(_) => Status::unavailable(e.to_string()),
+        ProposeError::Stopped(_) | ProposeError::NoQuorum(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -184,6 +186,9 @@ impl Scheduler for SchedulerApi {
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
         let t = Instant::now();
+        if let Err(e) = read_barrier(&self.ctx.raft).await {
+            return self.observe("List", t, Err(propose_status(e)));
+        }
         let ns = &req.get_ref().namespace;
         let now = now_ms();
         let d = self.ctx.sm.read();
@@ -253,6 +258,9 @@ impl Scheduler for SchedulerApi {
 
     async fn runs(&self, req: Request<pb::RunsRequest>) -> Result<Response<pb::RunsReply>, Status> {
         let t = Instant::now();
+        if let Err(e) = read_barrier(&self.ctx.raft).await {
+            return self.observe("Runs", t, Err(propose_status(e)));
+        }
         let r = key_of(&req.get_ref().r#ref).and_then(|key| {
             let d = self.ctx.sm.read();
             let s = d

@@ -74,6 +74,9 @@ pub enum ProposeError {
     Membership(String),
     #[error("the Raft node has stopped: {0}")]
     Stopped(String),
+    /// A read could not be confirmed: no quorum answered the leader.
+    #[error("no quorum confirmed the read: {0}")]
+    NoQuorum(String),
 }
 
 fn leader_hint(leader: &Option<(NodeId, Option<Member>)>) -> String {
@@ -115,6 +118,31 @@ pub async fn propose_as(
         Ok(Ok(r)) => Ok(r.data),
         Ok(Err(e)) => Err(write_error(RaftError::APIError(e))),
         Err(_) => Err(ProposeError::Stopped("raft stopped".to_string())),
+    }
+}
+
+/// Waits until this node has applied everything committed before the call
+/// (openraft's read index, confirmed by a quorum), so a read after it sees
+/// every write acknowledged before the read began, wherever it was
+/// acknowledged. Refused with `NotLeader` (the leader named) on a follower,
+/// whose applied state may lag, for instance just after a restart: the
+/// client follows to the leader, as it does for writes.
+pub async fn read_barrier(raft: &Raft) -> Result<(), ProposeError> {
+    use openraft::errors::LinearizableReadError;
+    match raft
+        .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader {
+                leader: f.leader_id.map(|id| (id, f.leader_node)),
+            })
+        }
+        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
+            Err(ProposeError::NoQuorum(q.to_string()))
+        }
+        Err(RaftError::Fatal(f)) => Err(ProposeError::Stopped(f.to_string())),
     }
 }
 
