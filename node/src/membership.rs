@@ -36,6 +36,24 @@ pub fn propose_status(e: ProposeError) -> Status {
     crate::api::propose_status(e)
 }
 
+/// Waits (at most 5 s) until the latest membership entry is applied here.
+/// openraft refuses a change while the previous one is uncommitted, and
+/// `change_membership` can return before the second (uniform) step of a
+/// joint change commits: a `member add` right after a `member remove` was
+/// refused ("already undergoing a configuration change", seen in CI).
+async fn settle(ctx: &NodeCtx) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let m = crate::raft::metrics(&ctx.raft);
+        let membership = m.membership_config.log_id().as_ref().map(|l| l.index);
+        let applied = m.last_applied.as_ref().map(|l| l.index);
+        if membership <= applied || std::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Adds (or re-adds, for a new incarnation) node `id`; with `voter`, promotes it.
 pub async fn add_member(
     ctx: &NodeCtx,
@@ -63,6 +81,7 @@ pub async fn add_member(
         addr: addr.to_string(),
         uid: uid.clone(),
     };
+    settle(ctx).await;
     let metrics = crate::raft::metrics(&ctx.raft);
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -105,12 +124,14 @@ async fn promote(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
         .await
         .map_err(|e| propose_status(write_error(e)))?;
+    settle(ctx).await;
     tracing::info!(id, "promoted to voter");
     Ok(())
 }
 
 /// Removes node `id` from the membership altogether.
 pub async fn remove_member(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
+    settle(ctx).await;
     let metrics = crate::raft::metrics(&ctx.raft);
     let membership = metrics.membership_config.membership();
     if membership.get_node(&id).is_none() {
@@ -129,6 +150,7 @@ pub async fn remove_member(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
         .change_membership(change, false)
         .await
         .map_err(|e| propose_status(write_error(e)))?;
+    settle(ctx).await;
     tracing::info!(id, "member removed");
     Ok(())
 }
