@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::raft::types::RaftMetrics;
@@ -25,9 +25,9 @@ pub struct Metrics {
     pub fire_lateness: Histogram,
     pub runs: IntCounterVec,
     pub active_runs: IntGauge,
-    pub retries: prometheus::IntCounter,
+    pub retries: IntCounter,
     /// Claim passes that held a schedule back because it was behind.
-    pub claims_held: prometheus::IntCounter,
+    pub claims_held: IntCounter,
     /// Status writes to ScheduledJobs, by result (ok | error | gone).
     pub status_patches: IntCounterVec,
     /// Schedules whose status waits to be written (queued or backing off).
@@ -42,6 +42,12 @@ const LATENESS_BUCKETS: [f64; 32] = [
     0.006, 0.008, 0.010, 0.015, 0.020, 0.030, 0.050, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
     2.0, 5.0, 10.0, 30.0, 60.0,
 ];
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
@@ -97,20 +103,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(runs.clone())).expect("unique metric");
-        let retries = prometheus::IntCounter::new(
+        let retries = counter(
+            r,
             "raftcron_node_retries_total",
             "Attempts started as retries",
-        )
-        .expect("valid metric");
-        r.register(Box::new(retries.clone()))
-            .expect("unique metric");
-        let claims_held = prometheus::IntCounter::new(
+        );
+        let claims_held = counter(
+            r,
             "raftcron_node_claims_held_total",
             "Claim passes that held a schedule back because runs of it already due were still waiting to start or for their result to be applied (the leader is overloaded)",
-        )
-        .expect("valid metric");
-        r.register(Box::new(claims_held.clone()))
-            .expect("unique metric");
+        );
         let status_patches = IntCounterVec::new(
             Opts::new(
                 "raftcron_node_status_patches_total",

@@ -79,6 +79,14 @@ pub enum ProposeError {
     NoQuorum(String),
 }
 
+impl From<openraft::errors::ForwardToLeader<types::TypeConfig>> for ProposeError {
+    fn from(f: openraft::errors::ForwardToLeader<types::TypeConfig>) -> Self {
+        ProposeError::NotLeader {
+            leader: f.leader_id.map(|id| (id, f.leader_node)),
+        }
+    }
+}
+
 fn leader_hint(leader: &Option<(NodeId, Option<Member>)>) -> String {
     match leader {
         Some((id, Some(m))) => format!("; the leader is node {id} at {}", m.addr),
@@ -134,11 +142,7 @@ pub async fn read_barrier(raft: &Raft) -> Result<(), ProposeError> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-            Err(ProposeError::NotLeader {
-                leader: f.leader_id.map(|id| (id, f.leader_node)),
-            })
-        }
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(f.into()),
         Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
             Err(ProposeError::NoQuorum(q.to_string()))
         }
@@ -148,9 +152,7 @@ pub async fn read_barrier(raft: &Raft) -> Result<(), ProposeError> {
 
 pub fn write_error(e: RaftError<ClientWriteError>) -> ProposeError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
-            leader: f.leader_id.map(|id| (id, f.leader_node)),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => ProposeError::Discarded {
             leader: f.leader_id.map(|id| (id, f.leader_node)),
         },
