@@ -36,22 +36,28 @@ pub fn propose_status(e: ProposeError) -> Status {
     crate::api::propose_status(e)
 }
 
-/// Waits (at most 5 s) until the latest membership entry is applied here.
-/// openraft refuses a change while the previous one is uncommitted, and
-/// `change_membership` can return before the second (uniform) step of a
-/// joint change commits: a `member add` right after a `member remove` was
-/// refused ("already undergoing a configuration change", seen in CI).
+/// Waits (at most 5 s) until the membership is a single (not joint)
+/// configuration and its entry is applied here. openraft refuses a change
+/// while the previous one is uncommitted, and `change_membership` can return
+/// before the second (uniform) step of a joint change is even appended: a
+/// `member add` right after a `member remove` was refused ("already
+/// undergoing a configuration change", seen in CI), and a status read right
+/// after it could still list the removed node.
 async fn settle(ctx: &NodeCtx) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let m = crate::raft::metrics(&ctx.raft);
-        let membership = m.membership_config.log_id().as_ref().map(|l| l.index);
-        let applied = m.last_applied.as_ref().map(|l| l.index);
-        if membership <= applied || std::time::Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // A timeout is not an error here: the change that follows is refused
+    // with openraft's own message if the previous one is still pending.
+    let _ = ctx
+        .raft
+        .wait(Some(std::time::Duration::from_secs(5)))
+        .metrics(
+            |m| {
+                m.membership_config.membership().get_joint_config().len() == 1
+                    && m.membership_config.log_id().as_ref().map(|l| l.index)
+                        <= m.last_applied.as_ref().map(|l| l.index)
+            },
+            "a uniform membership is applied",
+        )
+        .await;
 }
 
 /// Adds (or re-adds, for a new incarnation) node `id`; with `voter`, promotes it.
