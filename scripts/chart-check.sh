@@ -137,6 +137,7 @@ expect_fail "additional properties 'replica' not allowed" --set operator.replica
 expect_fail "additional properties 'enable' not allowed" --set nodes.tls.enable=true
 expect_fail "additional properties 'storageClass' not allowed" --set nodes.storage.storageClass=ssd
 expect_fail "at '/nodes/replicas'" --set nodes.replicas=4
+expect_fail "at '/operator/lease/duration'" --set operator.lease.duration=1.5s
 expect_fail "at '/nodes/raft/heartbeat'" --set nodes.raft.heartbeat=fast
 expect_fail "at '/nodes/execEnabled'" --set-string nodes.execEnabled=yes
 expect_fail "nodes.tls.secretName is empty" --set nodes.tls.enabled=true

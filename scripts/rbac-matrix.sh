@@ -32,7 +32,7 @@ check() { # <account> <verb> <resource> <namespace|-A> <want yes|no> [extra can-
 for v in list watch patch; do check "$OP" $v scheduledjobs.raftcron.dev -A yes; done
 check "$OP" patch scheduledjobs.raftcron.dev "$OTHER" yes --subresource=status
 for v in create patch; do check "$OP" $v events.events.k8s.io "$OTHER" yes; done
-for v in get patch; do check "$OP" $v "leases.coordination.k8s.io/$OP" "$NS" yes; done
+for v in get list watch patch; do check "$OP" $v "leases.coordination.k8s.io/$OP" "$NS" yes; done
 # Server-side apply of a missing object is authorized as create on its name.
 for v in get create patch; do check "$OP" $v "statefulsets.apps/$NODE" "$NS" yes; done
 for obj in "services/$NODE" "services/$NODE-headless" "poddisruptionbudgets.policy/$NODE" "configmaps/$NODE-config"; do
@@ -41,6 +41,7 @@ done
 check "$OP" get "configmaps/$OP-config" "$NS" yes
 # --- operator: must not ----------------------------------------------------------
 check "$OP" create leases.coordination.k8s.io "$NS" no
+check "$OP" list leases.coordination.k8s.io "$NS" no
 check "$OP" patch leases.coordination.k8s.io/kube-controller-manager kube-system no
 check "$OP" patch statefulsets.apps/someone-else "$NS" no
 check "$OP" create statefulsets.apps/someone-else "$NS" no

@@ -87,34 +87,32 @@ async fn local_mode_runs_the_yaml_applies_policies_and_stops_cleanly_on_ctrl_c()
         }
     };
     let target = format!("127.0.0.1:{}", free_port());
-    std::fs::write(dir.path().join("jobs.yaml"), jobs(&target)).unwrap();
-    let child = Command::new(bin("raftcron-node"))
-        .args([
-            "local",
-            "--base-port",
-            &base.to_string(),
-            "--target",
-            &target,
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let yaml = dir.path().join("jobs");
+    std::fs::create_dir(&yaml).unwrap();
+    std::fs::write(yaml.join("jobs.yaml"), jobs(&target)).unwrap();
+    let data = dir.path().join("data");
+    let stderr = dir.path().join("stderr.log");
+    let local = || {
+        Command::new(bin("raftcron-node"))
+            .env_remove("RAFTCRON_LOG")
+            .args([
+                "local",
+                "--base-port",
+                &base.to_string(),
+                "--target",
+                &target,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg(&yaml)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
+            .spawn()
+            .unwrap()
+    };
+    let child = local();
     let endpoint = format!("127.0.0.1:{}", base + 1);
-    let listed = wait_for(Duration::from_secs(30), || {
-        let e = endpoint.clone();
-        async move {
-            let out = Command::new(bin("raftcronctl"))
-                .args(["--endpoint", &e, "list", "-o", "json"])
-                .output()
-                .ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            (v.as_array()?.len() == 4).then_some(())
-        }
-    })
-    .await;
-    assert!(listed.is_some(), "local mode did not load the four jobs");
+    loaded(&endpoint).await;
 
     let trigger = ctl(&endpoint, &["trigger", "policies/yearly"]);
     assert!(trigger["run_id"].as_str().unwrap().contains("manual"));
@@ -170,13 +168,102 @@ async fn local_mode_runs_the_yaml_applies_policies_and_stops_cleanly_on_ctrl_c()
         .unwrap()
         .len();
     assert_eq!(before, after, "runs while suspended");
+    // A trigger of a suspended schedule is recorded Skipped: raftcronctl
+    // says so and fails, rather than printing "triggered".
+    let trigger = Command::new(bin("raftcronctl"))
+        .args(["--endpoint", &endpoint, "trigger", "policies/overlaps"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&trigger.stderr);
+    assert!(
+        !trigger.status.success() && said.contains("not started: Skipped"),
+        "trigger of a suspended schedule: {:?} {said}",
+        trigger.status
+    );
     let resumed = Command::new(bin("raftcronctl"))
         .args(["--endpoint", &endpoint, "resume", "policies/overlaps"])
         .output()
         .unwrap();
     assert!(resumed.status.success());
 
+    // Output into a closed pipe (`raftcronctl list | head -1`): a quiet exit.
+    let mut list = Command::new(bin("raftcronctl"))
+        .args(["--endpoint", &endpoint, "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(list.stdout.take());
+    let closed = list.wait_with_output().unwrap();
+    assert!(
+        closed.status.success() && closed.stderr.is_empty(),
+        "raftcronctl list into a closed pipe: {:?} {}",
+        closed.status,
+        String::from_utf8_lossy(&closed.stderr)
+    );
+
+    // Suspended at run time, then the whole thing restarted below.
+    let suspended = Command::new(bin("raftcronctl"))
+        .args(["--endpoint", &endpoint, "suspend", "policies/yearly"])
+        .output()
+        .unwrap();
+    assert!(suspended.status.success());
+
     // Ctrl-C: the cluster stops cleanly and the run lines were printed.
+    let stdout = interrupt(child);
+    assert!(
+        stdout.contains("policies/flaky") && stdout.contains("Succeeded"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("TimedOut"), "{stdout}");
+    // Logs are kept to warnings: no INFO lines at start or at the stop.
+    let logs = std::fs::read_to_string(&stderr).unwrap();
+    let info: Vec<&str> = logs.lines().filter(|l| l.contains(" INFO ")).collect();
+    assert!(info.is_empty(), "local printed INFO logs:\n{}", info.join("\n"));
+
+    // Restarted on the same data dir: the YAML is applied again and wins,
+    // and the field it changed back is printed.
+    let child = local();
+    let reapplied = wait_for(Duration::from_secs(30), || {
+        let e = endpoint.clone();
+        async move {
+            let out = Command::new(bin("raftcronctl"))
+                .args(["--endpoint", &e, "list", "-n", "policies", "-o", "json"])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let yearly = v.as_array()?.iter().find(|s| s["name"] == "yearly")?;
+            (yearly["suspend"] == false).then_some(())
+        }
+    })
+    .await;
+    assert!(reapplied.is_some(), "the YAML (suspend: false) was not applied again");
+    let stdout = interrupt(child);
+    assert!(
+        stdout.contains("policies/yearly: spec.suspend: true → false"),
+        "the restart did not say it undid the run-time suspend:\n{stdout}"
+    );
+}
+
+/// Waits until local mode has loaded the four jobs.
+async fn loaded(endpoint: &str) {
+    let listed = wait_for(Duration::from_secs(30), || {
+        let e = endpoint.to_string();
+        async move {
+            let out = Command::new(bin("raftcronctl"))
+                .args(["--endpoint", &e, "list", "-o", "json"])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v.as_array()?.len() == 4).then_some(())
+        }
+    })
+    .await;
+    assert!(listed.is_some(), "local mode did not load the four jobs");
+}
+
+/// Ctrl-C, a clean exit, and what was printed.
+fn interrupt(child: std::process::Child) -> String {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -187,10 +274,5 @@ async fn local_mode_runs_the_yaml_applies_policies_and_stops_cleanly_on_ctrl_c()
     );
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("policies/flaky") && stdout.contains("Succeeded"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("TimedOut"), "{stdout}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

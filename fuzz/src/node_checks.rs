@@ -283,9 +283,31 @@ pub fn snapshot(data: &[u8]) {
     let node = 1;
     let settings = PlanSettings::default();
     let records: Vec<_> = state.schedules().cloned().collect();
+    let next_unclaimed: Vec<Option<i64>> = records
+        .iter()
+        .map(|s| {
+            Schedule::parse(&s.spec.schedule, s.spec.time_zone.as_deref())
+                .ok()
+                .and_then(|p| p.next_after(s.claimed_through))
+        })
+        .collect();
+    let outage = records
+        .iter()
+        .zip(&next_unclaimed)
+        .map(|(s, next)| plan::outage_evidence(s, *next, NOW))
+        .max()
+        .unwrap_or(0);
+    let downtime_until = (outage > settings.catch_up_ms).then_some(NOW);
+    let takeover = plan::Takeover {
+        term,
+        at: NOW,
+        max_skew: 2_000,
+        downtime_until,
+    };
     let events: Vec<RunEvent> = records
         .iter()
-        .flat_map(|s| plan::takeover(s, term, NOW, 2_000))
+        .zip(&next_unclaimed)
+        .flat_map(|(s, next)| plan::takeover(s, *next, &takeover))
         .collect();
     if !events.is_empty() {
         let _ = state.apply(&Command::Record { term, node, events });
@@ -295,7 +317,7 @@ pub fn snapshot(data: &[u8]) {
     for s in &records {
         if let Ok(schedule) = Schedule::parse(&s.spec.schedule, s.spec.time_zone.as_deref()) {
             let _ = plan::next_claimable(s, &schedule);
-            fires.extend(plan::claims(s, &schedule, NOW, &settings));
+            fires.extend(plan::claims(s, &schedule, NOW, &settings, downtime_until));
         }
     }
     if !fires.is_empty() {

@@ -2,8 +2,10 @@
 //! and keeps that cluster's Kubernetes objects in shape.
 //!
 //! ```text
-//!   Lease (one active replica) ──► ScheduledJob controller: validate → register → Ready (controller.rs)
-//!                               └─► node cluster loop: build (pure) → membership → apply (cluster.rs)
+//!   Lease (one active replica, leadership.rs)
+//!     ├─► ScheduledJob controller: validate → register → Ready (controller.rs)
+//!     └─► node cluster loop: build (pure) → membership → apply (cluster.rs)
+//!   SIGTERM / SIGINT: stop both, release the Lease, exit 0
 //!   HTTP: /metrics /healthz /readyz
 //! ```
 
@@ -11,6 +13,7 @@ pub mod build;
 pub mod cluster;
 pub mod config;
 pub mod controller;
+pub mod leadership;
 pub mod metrics;
 pub mod nodes;
 
@@ -68,6 +71,15 @@ pub struct Args {
     pub identity: String,
     #[arg(long, env = "RAFTCRON_LEASE", default_value = "raftcron-operator")]
     pub lease: String,
+    /// How long the Lease stays valid after a renewal: the longest the
+    /// standby waits when the leader dies without releasing it. Whole seconds.
+    #[arg(long, env = "RAFTCRON_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// The leader renews this long before its Lease expires, and stops
+    /// leading half of it before expiry if the renewal has not shown up.
+    /// Whole seconds, shorter than --lease-duration.
+    #[arg(long, env = "RAFTCRON_LEASE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_grace: Duration,
     /// HTTP listen address for /metrics, /healthz, /readyz.
     #[arg(long, env = "RAFTCRON_HTTP", default_value = "0.0.0.0:8080")]
     pub http: String,
@@ -101,6 +113,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         owner_configmap,
         identity,
         lease,
+        lease_duration,
+        lease_grace,
         http,
         tls_ca,
         tls_cert,
@@ -108,6 +122,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster_resync,
     } = args;
     init_logging();
+    // Installs the SIGTERM and SIGINT handlers now (its first poll), so a
+    // signal during start-up is not the default "terminate at once".
+    let mut shutdown = std::pin::pin!(raftcron_node::cli::shutdown_signal());
+    if futures::poll!(shutdown.as_mut()).is_ready() {
+        return Ok(());
+    }
+    let election = leadership::Settings::new(
+        namespace.clone(),
+        lease,
+        identity.clone(),
+        lease_duration,
+        lease_grace,
+    )?;
     raftcron_node::tls::install_crypto_provider();
     let text = std::fs::read_to_string(&config)
         .with_context(|| format!("reading {}", config.display()))?;
@@ -132,24 +159,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {http}"))?;
     tokio::spawn(serve_http(listener, metrics.clone()));
 
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .build()
-        .await
-        .context("setting up leader election")?;
-    let (mut leading, _lease_task) = manager.watch().await;
-    tracing::info!(%identity, lease = %lease, "waiting for leadership");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    tokio::pin!(shutdown);
+    let elector = leadership::Elector::start(client.clone(), election);
+    let mut leading = elector.leading();
     let mut running: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    loop {
+    let outcome = loop {
         let is_leader = *leading.borrow_and_update();
         metrics.is_leader.set(i64::from(is_leader));
         if is_leader && running.is_empty() {
-            tracing::info!("leading: starting the controllers");
+            tracing::info!(%identity, "leading: starting the controllers");
             let owner = match &owner_configmap {
                 Some(name) => owner_reference(&client, &namespace, name).await,
                 None => None,
@@ -174,20 +191,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         } else if !is_leader && !running.is_empty() {
             tracing::warn!("lost leadership: stopping the controllers");
-            for t in running.drain(..) {
-                t.abort();
-            }
+            stop(&mut running).await;
         }
         tokio::select! {
-            r = leading.changed() => if r.is_err() { anyhow::bail!("leader election stopped") },
+            r = leading.changed() => if r.is_err() { break Err(anyhow::anyhow!("leader election stopped")) },
             _ = &mut shutdown => {
-                tracing::info!("stopping");
-                for t in running.drain(..) {
-                    t.abort();
-                }
-                return Ok(());
+                tracing::info!("stopping: SIGTERM or SIGINT");
+                break Ok(());
             }
         }
+    };
+    // Controllers first, then the Lease: never two replicas at work.
+    stop(&mut running).await;
+    metrics.is_leader.set(0);
+    elector.release().await;
+    outcome
+}
+
+/// Aborts the tasks and waits until each is gone.
+async fn stop(tasks: &mut Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks.iter() {
+        t.abort();
+    }
+    for t in tasks.drain(..) {
+        let _ = t.await;
     }
 }
 

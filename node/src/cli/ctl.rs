@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+
+use super::out;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -150,7 +152,7 @@ fn ts(ms: Option<i64>) -> String {
 }
 
 fn print_json(v: serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    out!("{}", serde_json::to_string_pretty(&v).expect("json"));
 }
 
 pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
@@ -174,22 +176,22 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                     "last_log_index": s.last_log_index, "snapshot_index": s.snapshot_index,
                 }));
             } else {
-                println!("node:      {} ({})", s.id, s.state);
-                println!(
+                out!("node:      {} ({})", s.id, s.state);
+                out!(
                     "leader:    {}",
                     s.leader.map_or("none".into(), |l| l.to_string())
                 );
-                println!("term:      {}", s.term);
-                println!(
+                out!("term:      {}", s.term);
+                out!(
                     "committed: {}",
                     s.commit_index.map_or("-".into(), |i| i.to_string())
                 );
-                println!(
+                out!(
                     "applied:   {}",
                     s.applied_index.map_or("-".into(), |i| i.to_string())
                 );
-                println!("schedules: {}", s.schedules);
-                println!(
+                out!("schedules: {}", s.schedules);
+                out!(
                     "cluster:   {}",
                     if s.cluster_id.is_empty() {
                         "-"
@@ -198,7 +200,7 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                     }
                 );
                 for m in &s.members {
-                    println!(
+                    out!(
                         "member:    {} {} {}",
                         m.id,
                         m.addr,
@@ -222,12 +224,12 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                         .collect(),
                 ));
             } else {
-                println!(
+                out!(
                     "{:<20} {:<32} {:<20} {:<8} {:<26}",
                     "NAMESPACE", "NAME", "SCHEDULE", "SUSPEND", "NEXT FIRE"
                 );
                 for s in &list.schedules {
-                    println!(
+                    out!(
                         "{:<20} {:<32} {:<20} {:<8} {:<26}",
                         s.namespace,
                         s.name,
@@ -254,13 +256,13 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                         .collect(),
                 ));
             } else {
-                println!(
+                out!(
                     "{:<26} {:<13} {:>7} {:>5} {:>9}  RUN ID",
                     "SCHEDULED", "RESULT", "ATTEMPT", "NODE", "LATENESS"
                 );
                 for r in &runs.runs {
                     let late = r.lateness_ms.map_or("-".into(), |l| format!("{l}ms"));
-                    println!(
+                    out!(
                         "{:<26} {:<13} {:>7} {:>5} {:>9}  {}",
                         rfc3339_ms(r.scheduled_ms),
                         r.result,
@@ -275,12 +277,34 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
         Command::Trigger { target } => {
             let (ns, name) = parse_target(&target)?;
             let r = client.trigger(&ns, &name).await?;
+            // The leader decides at the start (suspend, concurrency policy),
+            // a few milliseconds after the trigger is recorded: wait for it.
+            let run = decided(&client, &ns, &name, &r.run_id).await?;
+            let result = run.as_ref().map_or("Claimed", |r| r.result.as_str());
+            let started = run.as_ref().is_some_and(|r| r.start_ms.is_some());
+            let message = run.as_ref().map(|r| r.message.clone()).unwrap_or_default();
             if json_out {
-                print_json(
-                    json!({"run_id": r.run_id, "scheduled_time": rfc3339_ms(r.scheduled_ms)}),
-                );
-            } else {
-                println!("triggered {ns}/{name}: run {}", r.run_id);
+                print_json(json!({
+                    "run_id": r.run_id, "scheduled_time": rfc3339_ms(r.scheduled_ms),
+                    "started": started, "result": result, "message": message,
+                }));
+            } else if started {
+                out!("triggered {ns}/{name}: run {} {result}", r.run_id);
+            }
+            if !started {
+                let why = if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                };
+                match run {
+                    Some(_) => bail!("{ns}/{name}: run {} was not started: {result}{why}", r.run_id),
+                    None => bail!(
+                        "{ns}/{name}: run {} is recorded but did not start within {}s (no leader firing?)",
+                        r.run_id,
+                        TRIGGER_WAIT.as_secs()
+                    ),
+                }
             }
         }
         Command::Suspend { ref target } | Command::Resume { ref target } => {
@@ -288,7 +312,7 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             let (ns, name) = parse_target(target)?;
             let r = client.set_suspend(&ns, &name, suspend).await?;
             let verb = if suspend { "suspended" } else { "resumed" };
-            println!(
+            out!(
                 "{ns}/{name} {}",
                 if r.changed {
                     verb.to_string()
@@ -317,7 +341,7 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                         pb::UpsertOutcome::Unspecified => "?",
                     };
                     if !json_out {
-                        println!("scheduledjob {}/{} {outcome}", req.namespace, req.name);
+                        out!("scheduledjob {}/{} {outcome}", req.namespace, req.name);
                     }
                     total += 1;
                 }
@@ -332,7 +356,7 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             if !r.existed {
                 bail!("no schedule {ns}/{name}");
             }
-            println!("scheduledjob {ns}/{name} deleted");
+            out!("scheduledjob {ns}/{name} deleted");
         }
         Command::Members => {
             let s = client.status_of(&cli.endpoint[0]).await?;
@@ -358,11 +382,11 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             let addr = &cli.endpoint[0];
             let s = client.status_of(addr).await?;
             if s.leader != Some(s.id) {
-                println!("node {} does not lead; nothing to do", s.id);
+                out!("node {} does not lead; nothing to do", s.id);
                 return Ok(());
             }
             let r = client.transfer_leader_at(addr, 0).await?;
-            println!(
+            out!(
                 "node {} stepped down; leader: {}",
                 s.id,
                 r.leader.map_or("unknown".into(), |l| l.to_string())
@@ -370,13 +394,39 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
         }
         Command::TransferLeader { to } => {
             let r = client.transfer_leader(to).await?;
-            println!(
+            out!(
                 "leader: {}",
                 r.leader.map_or("unknown".into(), |l| l.to_string())
             );
         }
     }
     Ok(())
+}
+
+/// How long `trigger` waits for the leader's start decision.
+const TRIGGER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The run once the leader has decided it (started, or ended without a
+/// start); `None` if it is still only claimed after [`TRIGGER_WAIT`].
+async fn decided(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    run_id: &str,
+) -> anyhow::Result<Option<pb::Run>> {
+    let until = tokio::time::Instant::now() + TRIGGER_WAIT;
+    loop {
+        let runs = client.runs(namespace, name).await?;
+        if let Some(r) = runs.runs.into_iter().find(|r| r.run_id == run_id)
+            && r.result != "Claimed"
+        {
+            return Ok(Some(r));
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 fn print_members(members: &[pb::Member], json_out: bool) {
@@ -389,7 +439,7 @@ fn print_members(members: &[pb::Member], json_out: bool) {
         ));
     } else {
         for m in members {
-            println!(
+            out!(
                 "{:<4} {:<24} {:<8} {}",
                 m.id,
                 m.addr,

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+use super::out;
 use clap::Args;
 
 use super::LogFormat;
@@ -61,10 +63,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         log_format,
         paths,
     } = args;
-    super::init_logging(log_format);
+    // The run lines on stdout are the point of local mode; logs are kept to
+    // warnings unless RAFTCRON_LOG asks for more.
+    super::init_logging(log_format, "warn");
     if std::env::var_os("RAFTCRON_LOG").is_none() {
-        // The run lines on stdout are the point of local mode; keep logs to warnings.
-        tracing::info!("set RAFTCRON_LOG=info for node logs");
+        out!("node logs: warnings only (RAFTCRON_LOG=info for more)");
     }
     let mut jobs = Vec::new();
     let mut seen = BTreeMap::new();
@@ -103,7 +106,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             "the example target; pass --no-target to go without",
         )
         .await?;
-        println!("example target on http://{}", listener.local_addr()?);
+        out!("example target on http://{}", listener.local_addr()?);
         Some(tokio::spawn(crate::target::serve(
             listener,
             None,
@@ -148,19 +151,22 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         );
     }
     for n in &running {
-        println!(
+        out!(
             "node {} gRPC {} HTTP http://{}",
             n.ctx.identity.id, n.grpc_addr, n.http_addr
         );
     }
     let client =
         Client::new(peers.values().cloned().collect(), None).with_deadline(Duration::from_secs(30));
+    if data_dir.is_some() {
+        report_reapply(&client, &jobs, &seen).await?;
+    }
     if !jobs.is_empty() {
         let reply = client
             .upsert_batch(jobs.clone())
             .await
             .context("loading the ScheduledJobs")?;
-        println!(
+        out!(
             "loaded {} ScheduledJob(s) from {}",
             reply.replies.len(),
             paths
@@ -170,14 +176,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    println!(
+    out!(
         "raftcronctl --endpoint {} list   # in another terminal; Ctrl-C stops the cluster",
         peers[&1]
     );
     let printer = tokio::spawn(print_runs(running[0].ctx.sm.clone()));
     super::shutdown_signal().await;
     printer.abort();
-    println!("stopping");
+    out!("stopping");
     for n in running {
         n.shutdown().await;
     }
@@ -187,6 +193,77 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     drop(temp);
     Ok(())
+}
+
+/// With a persistent data dir the YAML is applied again at every start and
+/// wins over what was changed at run time (as `kubectl apply` does over
+/// `kubectl patch`): each field it changes is printed, so a `raftcronctl
+/// suspend` undone by the file does not go unnoticed. Schedules in the data
+/// dir but in no file are kept and named.
+async fn report_reapply(
+    client: &Client,
+    jobs: &[crate::pb::scheduler::UpsertRequest],
+    files: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<()> {
+    let stored = client
+        .list("")
+        .await
+        .context("reading the schedules kept in the data dir")?;
+    let mut stored: BTreeMap<String, serde_json::Value> = stored
+        .schedules
+        .into_iter()
+        .map(|s| {
+            let spec = serde_json::from_str(&s.spec_json).unwrap_or_default();
+            (format!("{}/{}", s.namespace, s.name), spec)
+        })
+        .collect();
+    for job in jobs {
+        let key = format!("{}/{}", job.namespace, job.name);
+        let Some(old) = stored.remove(&key) else {
+            continue;
+        };
+        let new: serde_json::Value = serde_json::from_str(&job.spec_json).unwrap_or_default();
+        for change in spec_changes(&old, &new, "spec") {
+            out!(
+                "{key}: {change} (re-applied from {}; the YAML wins over changes made at run time)",
+                files.get(&key).map_or("?".into(), |f| f.display().to_string())
+            );
+        }
+    }
+    for key in stored.keys() {
+        out!("{key}: in the data dir but in no YAML file given; kept (raftcronctl delete {key} removes it)");
+    }
+    Ok(())
+}
+
+/// The fields that differ between two specs, as `path: old → new`.
+fn spec_changes(old: &serde_json::Value, new: &serde_json::Value, path: &str) -> Vec<String> {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter()
+                .flat_map(|k| {
+                    let (x, y) = (
+                        a.get(k).unwrap_or(&Value::Null),
+                        b.get(k).unwrap_or(&Value::Null),
+                    );
+                    spec_changes(x, y, &format!("{path}.{k}"))
+                })
+                .collect()
+        }
+        (a, b) if a == b => Vec::new(),
+        // `suspend: false` is not serialized when unset; say "false", not "null".
+        (Value::Null, Value::Bool(false)) | (Value::Bool(false), Value::Null) => Vec::new(),
+        (a, b) => vec![format!("{path}: {} → {}", show(a), show(b))],
+    }
+}
+
+fn show(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "unset".into(),
+        other => other.to_string(),
+    }
 }
 
 /// Prints every run once it has a result, from one node's replica.
@@ -224,7 +301,7 @@ async fn print_runs(sm: StateMachineStore) {
         }
         lines.sort();
         for (_, l) in lines {
-            println!("{l}");
+            out!("{l}");
         }
         if printed.len() > 1_000_000 {
             // Bounded memory for long sessions; a run finishing again is not possible,
@@ -270,5 +347,25 @@ fn run_line(job: &str, r: &RunRecord) -> Option<String> {
             rfc3339_ms(at)
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec_changes;
+    use serde_json::json;
+
+    #[test]
+    fn a_reapplied_spec_names_every_field_it_changes() {
+        let stored = json!({"schedule": "* * * * * *", "suspend": true, "retry": {"maxAttempts": 3}});
+        let file = json!({"schedule": "*/2 * * * * *", "retry": {"maxAttempts": 3}});
+        assert_eq!(
+            spec_changes(&stored, &file, "spec"),
+            vec![
+                r#"spec.schedule: "* * * * * *" → "*/2 * * * * *""#.to_string(),
+                "spec.suspend: true → unset".to_string(),
+            ]
+        );
+        assert!(spec_changes(&file, &file, "spec").is_empty());
     }
 }

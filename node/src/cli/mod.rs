@@ -16,11 +16,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up logging from `RAFTCRON_LOG` (an env-filter directive, default
-/// `info` with openraft's chatter at `warn`).
-pub fn init_logging(format: LogFormat) {
+/// Default log filter of `run` and `target`: openraft's chatter at `warn`.
+pub const DEFAULT_LOG: &str = "info,openraft=warn";
+
+/// Sets up logging from `RAFTCRON_LOG` (an env-filter directive), or
+/// `default` when it is unset.
+pub fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTCRON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -69,7 +72,7 @@ pub fn node_main() -> ExitCode {
             NodeCommand::Run(args) => run::run(*args).await,
             NodeCommand::Local(args) => local::run(args).await,
             NodeCommand::Target(TargetArgs { listen, ledger }) => {
-                init_logging(LogFormat::Plain);
+                init_logging(LogFormat::Plain, DEFAULT_LOG);
                 let listener = run::bind(&listen, "--listen").await?;
                 crate::target::serve(listener, ledger, shutdown_signal()).await?;
                 Ok(())
@@ -98,6 +101,29 @@ pub fn ctl_main() -> ExitCode {
             eprintln!("raftcronctl: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `println!` that ends the process quietly, with status 0, once stdout is
+/// closed: `raftcronctl list | head -1` must not panic with "failed
+/// printing to stdout: Broken pipe" when `head` has what it wanted.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_line(format_args!($($arg)*)) };
+}
+pub(crate) use out;
+
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

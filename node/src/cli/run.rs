@@ -210,7 +210,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         scheduler,
         log_format,
     } = args;
-    super::init_logging(log_format);
+    super::init_logging(log_format, super::DEFAULT_LOG);
     let id = resolve_id(id, id_from_hostname, hostname).map_err(anyhow::Error::msg)?;
     let bootstrap = bootstrap || bootstrap_id == Some(id);
     let mut peer_map = BTreeMap::new();

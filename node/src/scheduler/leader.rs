@@ -240,6 +240,8 @@ pub struct LeaderTerm {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     lease: Duration,
+    /// Set when this term began by ending an outage (see `plan::Takeover`).
+    downtime_until: Option<Millis>,
 }
 
 impl LeaderTerm {
@@ -277,6 +279,7 @@ impl LeaderTerm {
             done_tx,
             done_rx,
             lease,
+            downtime_until: None,
         }
     }
 
@@ -383,26 +386,60 @@ impl LeaderTerm {
 
     /// Records the previous leaders' unfinished business (see [`plan::takeover`])
     /// and waits until it is applied, so the start queue is built on it.
-    async fn settle_takeover(&self, takeover: Millis) -> Result<(), ProposeError> {
-        let skew = self.ctx.config.scheduler.max_clock_skew_ms;
+    async fn settle_takeover(&mut self, takeover: Millis) -> Result<(), ProposeError> {
         let events: Vec<RunEvent> = {
-            let d = self.ctx.sm.read();
-            d.state
+            let ctx = self.ctx.clone();
+            let d = ctx.sm.read();
+            let next_unclaimed: Vec<(&ScheduleRecord, Option<Millis>)> = d
+                .state
                 .schedules()
-                .flat_map(|s| plan::takeover(s, self.term, takeover, skew))
+                .map(|s| {
+                    let next = self
+                        .parsed_for(s)
+                        .and_then(|p| p.next_after(s.claimed_through));
+                    (s, next)
+                })
+                .collect();
+            let outage = next_unclaimed
+                .iter()
+                .map(|(s, next)| plan::outage_evidence(s, *next, takeover))
+                .max()
+                .unwrap_or(0);
+            if outage > self.settings.catch_up_ms {
+                tracing::info!(
+                    term = self.term,
+                    outage_ms = outage,
+                    "taking over after an outage: fires due before now follow missedRunPolicy"
+                );
+                self.downtime_until = Some(takeover);
+            }
+            let t = plan::Takeover {
+                term: self.term,
+                at: takeover,
+                max_skew: self.ctx.config.scheduler.max_clock_skew_ms,
+                downtime_until: self.downtime_until,
+            };
+            next_unclaimed
+                .into_iter()
+                .flat_map(|(s, next)| plan::takeover(s, next, &t))
                 .collect()
         };
         if events.is_empty() {
             return Ok(());
         }
-        let (lost, written_off) = events.iter().fold((0, 0), |(l, w), e| match e {
-            RunEvent::Lost { started: true, .. } => (l + 1, w),
-            _ => (l, w + 1),
-        });
+        let (mut lost, mut written_off, mut missed) = (0, 0, 0);
+        for e in &events {
+            match e {
+                RunEvent::Lost { started: true, .. } => lost += 1,
+                RunEvent::Lost { .. } => written_off += 1,
+                _ => missed += 1,
+            }
+        }
         tracing::info!(
             term = self.term,
             lost,
             written_off,
+            missed,
             "settling runs left by the previous leader"
         );
         // Each write returns once it is applied here, so the start queue the
@@ -562,7 +599,7 @@ impl LeaderTerm {
                 let Some(p) = self.parsed_for(s) else {
                     continue;
                 };
-                fires.extend(plan::claims(s, &p, now, &self.settings));
+                fires.extend(plan::claims(s, &p, now, &self.settings, self.downtime_until));
             }
         }
         if !held.is_empty() {

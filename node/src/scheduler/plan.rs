@@ -5,16 +5,20 @@
 use raftcron_crds::schedule::Schedule;
 use raftcron_crds::{ConcurrencyPolicy, MissedRunPolicy};
 
-use crate::sm::runs::{Phase, RunRecord};
-use crate::sm::{Disposition, FireClaim, Millis, RunEvent, RunRef, ScheduleRecord, SkipReason};
+use crate::sm::runs::{Phase, RunKind, RunRecord};
+use crate::sm::{
+    Disposition, FireClaim, Millis, MissReason, RunEvent, RunRef, ScheduleRecord, SkipReason,
+};
 
 /// Knobs of the planner.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanSettings {
     /// Claim fires this far ahead of their instant.
     pub lookahead_ms: Millis,
-    /// A fire later than this when first claimed was missed during downtime
-    /// and follows `missedRunPolicy`; a less late one simply runs late.
+    /// The catch-up window: a takeover that ends an outage longer than this
+    /// treats the fires due during it as missed ([`outage_evidence`]), and a
+    /// fire claimed later than this after its instant (held back under
+    /// overload) counts as missed too; both follow `missedRunPolicy`.
     pub catch_up_ms: Millis,
     /// Most instants considered per schedule per planning pass (RunAll after
     /// a long outage continues on the next pass; nothing is dropped).
@@ -25,7 +29,7 @@ impl Default for PlanSettings {
     fn default() -> Self {
         Self {
             lookahead_ms: 1000,
-            catch_up_ms: 30_000,
+            catch_up_ms: 5_000,
             max_instants: 10_000,
         }
     }
@@ -34,11 +38,18 @@ impl Default for PlanSettings {
 /// The fires to claim for one schedule, in instant order: every instant in
 /// `(claimed_through, now + lookahead]`, each to run or, compressed into
 /// ranges, recorded as missed.
+///
+/// An instant was missed during downtime (and follows `missedRunPolicy`)
+/// when it came due before `downtime_until`, the takeover that ended an
+/// outage longer than the catch-up window (see [`outage_evidence`]), or when
+/// it is claimed more than the catch-up window late (claims held back under
+/// overload).
 pub fn claims(
     s: &ScheduleRecord,
     schedule: &Schedule,
     now: Millis,
     set: &PlanSettings,
+    downtime_until: Option<Millis>,
 ) -> Vec<FireClaim> {
     if s.spec.suspend {
         return Vec::new();
@@ -46,10 +57,9 @@ pub fn claims(
     let horizon = now + set.lookahead_ms;
     let instants = schedule.fires_between(s.claimed_through, horizon, set.max_instants);
     let deadline = s.spec.starting_deadline_ms();
-    // Instants missed during downtime (too late to run as merely late).
     let downtime: Vec<bool> = instants
         .iter()
-        .map(|&i| now - i > set.catch_up_ms)
+        .map(|&i| downtime_until.is_some_and(|t| i < t) || now - i > set.catch_up_ms)
         .collect();
     let last_downtime = downtime.iter().rposition(|d| *d);
     let mut out: Vec<FireClaim> = Vec::new();
@@ -186,12 +196,22 @@ pub fn at_start(s: &ScheduleRecord, run: &RunRecord, now: Millis) -> StartDecisi
             false,
         );
     }
-    if first
+    // Not only a claimed run: one written off at a takeover (maybe started
+    // by the old leader, but never recorded as started) has not started
+    // either, and its deadline holds.
+    if run.first_start.is_none()
         && s.spec
             .starting_deadline_ms()
             .is_some_and(|d| now - run.instant > d)
     {
-        return StartDecision::Events(vec![RunEvent::Missed { run: r, at: now }], false);
+        return StartDecision::Events(
+            vec![RunEvent::Missed {
+                run: r,
+                at: now,
+                reason: MissReason::Deadline,
+            }],
+            false,
+        );
     }
     if !first {
         return StartDecision::Start;
@@ -230,50 +250,124 @@ pub fn at_start(s: &ScheduleRecord, run: &RunRecord, now: Millis) -> StartDecisi
     }
 }
 
+/// What a new leader knows when it settles its predecessors' runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Takeover {
+    /// The new leader's term.
+    pub term: u64,
+    /// When it took over (its clock).
+    pub at: Millis,
+    /// `--max-clock-skew`.
+    pub max_skew: Millis,
+    /// Set when the takeover ends an outage longer than the catch-up
+    /// window ([`outage_evidence`]): fires due before it were missed during
+    /// downtime. `None` after an ordinary failover.
+    pub downtime_until: Option<Millis>,
+}
+
+/// How long, at least, no leader could claim `s`'s fires before a takeover
+/// at `at`: the time since its first unclaimed instant.
+///
+/// A live leader claims every instant a look-ahead before it comes due, so
+/// an instant still unclaimed at the takeover came due while no leader
+/// could write (a failover: well under a second; a whole-cluster stop: its
+/// whole length). The longest such gap over all schedules is the outage the
+/// new leader ends. Claimed fires are no evidence (a leader was alive when
+/// it claimed them), nor are suspended schedules (nothing is claimed for
+/// them) or schedules held back under overload ([`behind`]: their claims
+/// were late on purpose).
+pub fn outage_evidence(s: &ScheduleRecord, next_unclaimed: Option<Millis>, at: Millis) -> Millis {
+    if s.spec.suspend || behind(s, at, |_| false) {
+        return 0;
+    }
+    next_unclaimed.filter(|n| *n < at).map_or(0, |n| at - n)
+}
+
 /// A new leader's decisions about runs the previous leaders left behind.
 ///
 /// The old leader starts a fire only while its lease holds, and a new leader
 /// is elected only after that lease ran out, so a claimed fire whose instant
-/// is at or after `takeover - max_skew` was certainly not started. An
-/// earlier one may have been started without the start reaching the log:
-/// its attempt is written off (`Lost`, not counted against `maxAttempts`)
-/// and it runs again as the next attempt. A recorded start without a result
-/// is `Lost` and retried per policy.
-pub fn takeover(
-    s: &ScheduleRecord,
-    term: u64,
-    takeover: Millis,
-    max_skew: Millis,
-) -> Vec<RunEvent> {
+/// is at or after `at - max_skew` was certainly not started. An earlier one
+/// may have been started without the start reaching the log: its attempt is
+/// written off (`Lost`, not counted against `maxAttempts`) and it runs again
+/// as the next attempt. A recorded start without a result is `Lost` and
+/// retried per policy.
+///
+/// A claimed fire that never started obeys the same rules as a fire claimed
+/// late: past `startingDeadlineSeconds` it is `Missed`; due during an outage
+/// (`downtime_until`) it follows `missedRunPolicy` (a whole-cluster stop
+/// right after a claim left such fires behind, and they ran late whatever
+/// the policy or deadline said). `next_unclaimed` is the schedule's first
+/// instant after `claimed_through`: under `RunOnce`, the one run after
+/// downtime is the newest missed instant, whether claimed before the stop or
+/// not.
+pub fn takeover(s: &ScheduleRecord, next_unclaimed: Option<Millis>, t: &Takeover) -> Vec<RunEvent> {
     let mut events = Vec::new();
+    let deadline = s.spec.starting_deadline_ms();
+    let downtime = |instant: Millis| t.downtime_until.is_some_and(|until| instant < until);
+    // The newest unstarted scheduled fire missed during downtime, unless the
+    // claims that follow will run a newer one (RunOnce).
+    let run_once = match s.spec.missed_run_policy {
+        MissedRunPolicy::RunOnce if !next_unclaimed.is_some_and(downtime) => s
+            .active
+            .iter()
+            .filter(|r| {
+                r.phase == Phase::Claimed && r.kind == RunKind::Scheduled && downtime(r.instant)
+            })
+            .map(|r| r.instant)
+            .max(),
+        _ => None,
+    };
     for run in &s.active {
         let r = RunRef {
             uid: s.uid.clone(),
             run_id: run.run_id.clone(),
         };
         match run.phase {
-            Phase::Running if run.term < term => {
+            Phase::Running if run.term < t.term => {
                 events.push(RunEvent::Lost {
                     run: r,
                     attempt: run.attempt,
-                    at: takeover,
+                    at: t.at,
                     started: true,
                 });
             }
-            Phase::Claimed if run.claimed_term < term && run.instant < takeover - max_skew => {
-                events.push(RunEvent::Lost {
-                    run: r,
-                    attempt: run.attempt + 1,
-                    at: takeover,
-                    started: false,
+            Phase::Claimed if run.claimed_term < t.term && run.instant < t.at - t.max_skew => {
+                let past_deadline = deadline.is_some_and(|d| t.at - run.instant > d);
+                let missed_in_downtime = run.kind == RunKind::Scheduled
+                    && downtime(run.instant)
+                    && match s.spec.missed_run_policy {
+                        MissedRunPolicy::RunAll => false,
+                        MissedRunPolicy::Skip => true,
+                        MissedRunPolicy::RunOnce => run_once != Some(run.instant),
+                    };
+                events.push(if past_deadline {
+                    RunEvent::Missed {
+                        run: r,
+                        at: t.at,
+                        reason: MissReason::Deadline,
+                    }
+                } else if missed_in_downtime {
+                    RunEvent::Missed {
+                        run: r,
+                        at: t.at,
+                        reason: MissReason::Downtime,
+                    }
+                } else {
+                    RunEvent::Lost {
+                        run: r,
+                        attempt: run.attempt + 1,
+                        at: t.at,
+                        started: false,
+                    }
                 });
             }
             // A retry due before the takeover may have been started by the old leader too.
-            Phase::RetryPending { at } if at < takeover - max_skew && run.term < term => {
+            Phase::RetryPending { at } if at < t.at - t.max_skew && run.term < t.term => {
                 events.push(RunEvent::Lost {
                     run: r,
                     attempt: run.attempt + 1,
-                    at: takeover,
+                    at: t.at,
                     started: false,
                 });
             }

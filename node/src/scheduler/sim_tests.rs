@@ -100,7 +100,15 @@ fn simulate(seed: u64, secs: i64) -> Outcome {
         };
         // Takeover: the previous leader's lease ran out before `t`.
         let rec = st.get_by_uid(UID).unwrap().clone();
-        commit(&mut st, term, plan::takeover(&rec, term, t, 0));
+        let next = instants.iter().copied().find(|i| *i > rec.claimed_through);
+        let takeover = plan::Takeover {
+            term,
+            at: t,
+            max_skew: 0,
+            // Leader deaths here are failovers, never an outage.
+            downtime_until: None,
+        };
+        commit(&mut st, term, plan::takeover(&rec, next, &takeover));
         running.clear(); // the old leader's attempts are the takeover's business now
         let mut launched: HashMap<String, u32> = HashMap::new();
         let mut now = t;

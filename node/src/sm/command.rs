@@ -140,6 +140,17 @@ pub enum SkipReason {
     Suspended,
 }
 
+/// Why a fire was recorded `Missed` instead of started.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissReason {
+    /// Not started within `startingDeadlineSeconds`.
+    #[default]
+    Deadline,
+    /// Claimed before the whole cluster stopped, due while it was down, and
+    /// `missedRunPolicy` says not to run it.
+    Downtime,
+}
+
 /// One transition of a run.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum RunEvent {
@@ -166,8 +177,15 @@ pub enum RunEvent {
         at: Millis,
         started: bool,
     },
-    /// The fire was not started within `startingDeadlineSeconds`.
-    Missed { run: RunRef, at: Millis },
+    /// The fire was not started: past `startingDeadlineSeconds`, or missed
+    /// while the cluster was down and `missedRunPolicy` says not to run it.
+    Missed {
+        run: RunRef,
+        at: Millis,
+        /// Entries written before the reason existed were deadline misses.
+        #[serde(default)]
+        reason: MissReason,
+    },
     /// The fire was skipped.
     Skipped {
         run: RunRef,

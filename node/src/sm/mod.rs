@@ -464,11 +464,13 @@ impl State {
                 started: false,
                 ..
             } => runs::write_off(run, *attempt, *at),
-            RunEvent::Missed { at, .. } => runs::end_unrun(run, FinalResult::Missed, *at, None),
-            RunEvent::Skipped { at, reason, .. } => {
-                runs::end_unrun(run, FinalResult::Skipped, *at, Some(*reason))
+            RunEvent::Missed { at, reason, .. } => {
+                runs::end_unrun(run, runs::Unrun::Missed(*reason), *at)
             }
-            RunEvent::Replaced { at, .. } => runs::end_unrun(run, FinalResult::Replaced, *at, None),
+            RunEvent::Skipped { at, reason, .. } => {
+                runs::end_unrun(run, runs::Unrun::Skipped(*reason), *at)
+            }
+            RunEvent::Replaced { at, .. } => runs::end_unrun(run, runs::Unrun::Replaced, *at),
         };
         let Ok(effect) = effect else {
             return false;

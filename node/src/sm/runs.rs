@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{AttemptOutcome, Millis, SkipReason};
+use super::command::{AttemptOutcome, Millis, MissReason, SkipReason};
 
 /// How a run came to be.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,33 +276,47 @@ pub fn write_off(run: &mut RunRecord, attempt: u32, at: Millis) -> Result<Effect
     Ok(Effect::WrittenOff)
 }
 
+/// Why a run ends without (another) attempt, for its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unrun {
+    Missed(MissReason),
+    Skipped(SkipReason),
+    Replaced,
+}
+
 /// Applies `Missed`, `Skipped` or `Replaced`.
-pub fn end_unrun(
-    run: &mut RunRecord,
-    result: FinalResult,
-    at: Millis,
-    reason: Option<SkipReason>,
-) -> Result<Effect, Refused> {
+pub fn end_unrun(run: &mut RunRecord, why: Unrun, at: Millis) -> Result<Effect, Refused> {
     if run.phase.is_done() {
         return Err(Refused::AlreadyDone);
     }
-    let allowed = match result {
-        FinalResult::Missed => matches!(run.phase, Phase::Claimed | Phase::RetryPending { .. }),
-        FinalResult::Skipped => run.phase == Phase::Claimed,
-        FinalResult::Replaced => true,
-        _ => false,
+    let allowed = match why {
+        Unrun::Missed(_) => matches!(run.phase, Phase::Claimed | Phase::RetryPending { .. }),
+        Unrun::Skipped(_) => run.phase == Phase::Claimed,
+        Unrun::Replaced => true,
     };
     if !allowed {
         return Err(Refused::WrongPhase);
     }
-    let message = match (result, reason) {
-        (FinalResult::Skipped, Some(SkipReason::ConcurrencyForbid)) => {
-            "a previous run was active (concurrencyPolicy: Forbid)"
+    let (result, message) = match why {
+        Unrun::Skipped(SkipReason::ConcurrencyForbid) => (
+            FinalResult::Skipped,
+            "a previous run was active (concurrencyPolicy: Forbid)",
+        ),
+        Unrun::Skipped(SkipReason::Suspended) => {
+            (FinalResult::Skipped, "the schedule was suspended")
         }
-        (FinalResult::Skipped, Some(SkipReason::Suspended)) => "the schedule was suspended",
-        (FinalResult::Missed, _) => "not started within startingDeadlineSeconds",
-        (FinalResult::Replaced, _) => "replaced by a newer run (concurrencyPolicy: Replace)",
-        _ => "",
+        Unrun::Missed(MissReason::Deadline) => (
+            FinalResult::Missed,
+            "not started within startingDeadlineSeconds",
+        ),
+        Unrun::Missed(MissReason::Downtime) => (
+            FinalResult::Missed,
+            "due while the cluster was down; missedRunPolicy says not to run it",
+        ),
+        Unrun::Replaced => (
+            FinalResult::Replaced,
+            "replaced by a newer run (concurrencyPolicy: Replace)",
+        ),
     };
     run.finish(result, at, Some(message.to_string()));
     Ok(Effect::Finished(result))

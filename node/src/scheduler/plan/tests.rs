@@ -42,6 +42,24 @@ fn settings() -> PlanSettings {
     }
 }
 
+/// A takeover after an ordinary failover.
+fn at_takeover(term: u64, at: Millis) -> Takeover {
+    Takeover {
+        term,
+        at,
+        max_skew: 50,
+        downtime_until: None,
+    }
+}
+
+/// A takeover that ends an outage longer than the catch-up window.
+fn after_outage(term: u64, at: Millis) -> Takeover {
+    Takeover {
+        downtime_until: Some(at),
+        ..at_takeover(term, at)
+    }
+}
+
 fn summary(c: &[FireClaim]) -> Vec<(i64, Disposition)> {
     c.iter()
         .map(|f| ((f.instant - T0) / 1000, f.disposition))
@@ -51,9 +69,9 @@ fn summary(c: &[FireClaim]) -> Vec<(i64, Disposition)> {
 #[test]
 fn fires_within_the_look_ahead_are_claimed_to_run() {
     let (s, p) = record("* * * * * *", |_| {});
-    let c = claims(&s, &p, T0 + 200, &settings());
+    let c = claims(&s, &p, T0 + 200, &settings(), None);
     assert_eq!(summary(&c), vec![(1, Disposition::Run)]);
-    let c = claims(&s, &p, T0 + 2_000, &settings());
+    let c = claims(&s, &p, T0 + 2_000, &settings(), None);
     assert_eq!(
         summary(&c),
         vec![
@@ -67,7 +85,7 @@ fn fires_within_the_look_ahead_are_claimed_to_run() {
 #[test]
 fn a_suspended_schedule_claims_nothing() {
     let (s, p) = record("* * * * * *", |s| s.suspend = true);
-    assert!(claims(&s, &p, T0 + 5_000, &settings()).is_empty());
+    assert!(claims(&s, &p, T0 + 5_000, &settings(), None).is_empty());
     assert_eq!(next_claimable(&s, &p), None);
 }
 
@@ -80,7 +98,7 @@ fn slightly_late_fires_run_late_rather_than_being_missed() {
         MissedRunPolicy::RunAll,
     ] {
         let (s, p) = record("* * * * * *", |s| s.missed_run_policy = policy);
-        let c = claims(&s, &p, T0 + 3_000, &settings());
+        let c = claims(&s, &p, T0 + 3_000, &settings(), None);
         assert_eq!(c.len(), 4, "{policy:?}");
         assert!(
             c.iter().all(|f| f.disposition == Disposition::Run),
@@ -95,7 +113,7 @@ fn after_downtime_run_once_runs_only_the_latest_missed_instant() {
         s.missed_run_policy = MissedRunPolicy::RunOnce
     });
     // 60 s down: instants 1..=49 are more than 10 s late, 50..=61 are within the catch-up window.
-    let c = claims(&s, &p, T0 + 60_000, &settings());
+    let c = claims(&s, &p, T0 + 60_000, &settings(), None);
     let sum = summary(&c);
     assert_eq!(sum[0], (48, Disposition::Missed { count: 48 }));
     assert_eq!(sum[1], (49, Disposition::Run));
@@ -108,13 +126,13 @@ fn after_downtime_skip_records_a_missed_range_and_run_all_runs_everything() {
     let (s, p) = record("* * * * * *", |s| {
         s.missed_run_policy = MissedRunPolicy::Skip
     });
-    let sum = summary(&claims(&s, &p, T0 + 60_000, &settings()));
+    let sum = summary(&claims(&s, &p, T0 + 60_000, &settings(), None));
     assert_eq!(sum[0], (49, Disposition::Missed { count: 49 }));
     assert_eq!(sum[1], (50, Disposition::Run));
     let (s, p) = record("* * * * * *", |s| {
         s.missed_run_policy = MissedRunPolicy::RunAll
     });
-    let c = claims(&s, &p, T0 + 60_000, &settings());
+    let c = claims(&s, &p, T0 + 60_000, &settings(), None);
     assert_eq!(c.len(), 61);
     assert!(c.iter().all(|f| f.disposition == Disposition::Run));
 }
@@ -131,7 +149,7 @@ fn run_all_has_no_hidden_cap_it_continues_on_the_next_pass() {
     let now = T0 + 86_400_000; // a day down: 86,400 instants
     let mut total = 0;
     loop {
-        let c = claims(&s, &p, now, &set);
+        let c = claims(&s, &p, now, &set, None);
         if c.is_empty() {
             break;
         }
@@ -144,7 +162,7 @@ fn run_all_has_no_hidden_cap_it_continues_on_the_next_pass() {
 #[test]
 fn fires_past_the_starting_deadline_are_missed_even_when_slightly_late() {
     let (s, p) = record("* * * * * *", |s| s.starting_deadline_seconds = Some(2));
-    let sum = summary(&claims(&s, &p, T0 + 5_000, &settings()));
+    let sum = summary(&claims(&s, &p, T0 + 5_000, &settings(), None));
     assert_eq!(
         sum,
         vec![
@@ -240,7 +258,7 @@ fn a_new_leader_writes_off_ambiguous_fires_and_marks_recorded_starts_lost() {
     let ambiguous = run(&s, T0 + 9000, Phase::Claimed); // before the takeover: maybe started
     let certain = run(&s, T0 + 10_500, Phase::Claimed); // after: the old lease had expired
     s.active = vec![running.clone(), ambiguous.clone(), certain.clone()];
-    let events = takeover(&s, 2, takeover_at, 50);
+    let events = takeover(&s, None, &at_takeover(2, takeover_at));
     assert_eq!(events.len(), 2);
     assert!(
         matches!(&events[0], RunEvent::Lost { run, attempt: 1, started: true, .. } if run.run_id == running.run_id)
@@ -263,5 +281,167 @@ fn runs_of_the_current_term_are_left_alone_at_takeover() {
     let mut mine = run(&s, T0 + 1000, Phase::Running);
     mine.term = 5;
     s.active = vec![mine];
-    assert!(takeover(&s, 5, T0 + 10_000, 50).is_empty());
+    assert!(takeover(&s, None, &at_takeover(5, T0 + 10_000)).is_empty());
+}
+
+/// A whole-cluster stop right after a claim: the claimed fires' instants
+/// pass while every node is down, and the first leader after the restart
+/// finds them claimed and never started.
+fn stopped_with_claims(
+    policy: MissedRunPolicy,
+    deadline: Option<i64>,
+    claimed: &[i64],
+) -> ScheduleRecord {
+    let (mut s, _) = record("* * * * * *", |s| {
+        s.missed_run_policy = policy;
+        s.starting_deadline_seconds = deadline;
+    });
+    s.active = claimed
+        .iter()
+        .map(|sec| run(&s, T0 + sec * 1000, Phase::Claimed))
+        .collect();
+    s.claimed_through = T0 + claimed.last().unwrap() * 1000;
+    s
+}
+
+fn outcomes(events: &[RunEvent]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|e| match e {
+            RunEvent::Lost { started: false, .. } => "run",
+            RunEvent::Missed {
+                reason: MissReason::Deadline,
+                ..
+            } => "missed:deadline",
+            RunEvent::Missed {
+                reason: MissReason::Downtime,
+                ..
+            } => "missed:downtime",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_fire_claimed_before_a_whole_cluster_stop_is_missed_once_its_starting_deadline_passed() {
+    // Claimed at :00.6 for :01, all nodes stopped, the next leader 10 s later.
+    let s = stopped_with_claims(MissedRunPolicy::RunAll, Some(2), &[1]);
+    let t = after_outage(2, T0 + 11_000);
+    assert_eq!(outcomes(&takeover(&s, Some(T0 + 2_000), &t)), vec!["missed:deadline"]);
+    // Within its deadline it still runs (as the next attempt).
+    let t = at_takeover(2, T0 + 2_500);
+    assert_eq!(outcomes(&takeover(&s, Some(T0 + 2_000), &t)), vec!["run"]);
+}
+
+#[test]
+fn a_written_off_fire_is_missed_at_its_start_once_the_deadline_passed() {
+    let (mut s, _) = record("* * * * * *", |s| s.starting_deadline_seconds = Some(2));
+    let mut written_off = run(&s, T0 + 1000, Phase::RetryPending { at: T0 + 1500 });
+    written_off.attempt = 1; // burned at a takeover, never recorded as started
+    s.active = vec![written_off.clone()];
+    assert!(matches!(
+        at_start(&s, &written_off, T0 + 3_500),
+        StartDecision::Events(ref e, false)
+            if matches!(e[0], RunEvent::Missed { reason: MissReason::Deadline, .. })
+    ));
+    // A retry of a run that did start is not subject to the deadline.
+    written_off.first_start = Some(T0 + 1000);
+    s.active = vec![written_off.clone()];
+    assert_eq!(at_start(&s, &written_off, T0 + 3_500), StartDecision::Start);
+}
+
+#[test]
+fn claimed_fires_left_by_downtime_follow_the_missed_run_policy() {
+    // Two fires claimed before the stop (:01, :02); the restart 20 s later.
+    let claimed = [1, 2];
+    let t = after_outage(2, T0 + 22_000);
+    // The claims that follow find the unclaimed downtime instants (:03…).
+    let unclaimed_missed = Some(T0 + 3_000);
+    let s = stopped_with_claims(MissedRunPolicy::Skip, None, &claimed);
+    assert_eq!(
+        outcomes(&takeover(&s, unclaimed_missed, &t)),
+        vec!["missed:downtime", "missed:downtime"]
+    );
+    let s = stopped_with_claims(MissedRunPolicy::RunAll, None, &claimed);
+    assert_eq!(outcomes(&takeover(&s, unclaimed_missed, &t)), vec!["run", "run"]);
+    // RunOnce: the claims that follow run the newest missed instant, so
+    // none of these runs.
+    let s = stopped_with_claims(MissedRunPolicy::RunOnce, None, &claimed);
+    assert_eq!(
+        outcomes(&takeover(&s, unclaimed_missed, &t)),
+        vec!["missed:downtime", "missed:downtime"]
+    );
+    // RunOnce with no unclaimed instant missed (the next is still ahead):
+    // the newest claimed one runs.
+    assert_eq!(
+        outcomes(&takeover(&s, Some(T0 + 22_500), &t)),
+        vec!["missed:downtime", "run"]
+    );
+}
+
+#[test]
+fn a_failover_runs_every_claimed_fire_whatever_the_missed_run_policy() {
+    // The old leader died right after claiming; its successor took over 1 s later.
+    for policy in [
+        MissedRunPolicy::Skip,
+        MissedRunPolicy::RunOnce,
+        MissedRunPolicy::RunAll,
+    ] {
+        let s = stopped_with_claims(policy, None, &[1, 2]);
+        let t = at_takeover(2, T0 + 2_100);
+        assert_eq!(
+            outcomes(&takeover(&s, Some(T0 + 3_000), &t)),
+            vec!["run", "run"],
+            "{policy:?}"
+        );
+    }
+}
+
+#[test]
+fn manual_runs_left_by_downtime_still_run() {
+    let (mut s, _) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::Skip);
+    let mut manual = run(&s, T0 + 1000, Phase::Claimed);
+    manual.kind = RunKind::Manual;
+    s.active = vec![manual];
+    let t = after_outage(2, T0 + 60_000);
+    assert_eq!(outcomes(&takeover(&s, None, &t)), vec!["run"]);
+}
+
+#[test]
+fn an_outage_is_measured_by_the_oldest_unclaimed_instant() {
+    let (s, p) = record("*/2 * * * * *", |_| {});
+    let next = p.next_after(s.claimed_through);
+    assert_eq!(next, Some(T0 + 2_000));
+    // A failover: the first unclaimed instant came due 0.8 s before the takeover.
+    assert_eq!(outage_evidence(&s, next, T0 + 2_800), 800);
+    // Nothing came due unclaimed: no evidence of an outage.
+    assert_eq!(outage_evidence(&s, next, T0 + 1_900), 0);
+    // A 20 s stop.
+    assert_eq!(outage_evidence(&s, next, T0 + 22_000), 20_000);
+    // A suspended schedule claims nothing, so its old instants say nothing.
+    let (s, _) = record("*/2 * * * * *", |s| s.suspend = true);
+    assert_eq!(outage_evidence(&s, next, T0 + 22_000), 0);
+}
+
+#[test]
+fn every_unclaimed_instant_before_the_end_of_an_outage_follows_the_policy() {
+    // A 20 s outage ended at :22 by a takeover; its last seconds are not
+    // "merely late": the outage as a whole was downtime.
+    let (s, p) = record("*/2 * * * * *", |s| s.missed_run_policy = MissedRunPolicy::Skip);
+    let c = claims(&s, &p, T0 + 22_000, &settings(), Some(T0 + 22_000));
+    assert!(c.iter().all(|f| f.instant < T0 + 22_000 || f.disposition == Disposition::Run));
+    assert_eq!(
+        summary(&c),
+        vec![(20, Disposition::Missed { count: 10 }), (22, Disposition::Run)]
+    );
+    let (s, p) = record("*/2 * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunOnce);
+    let c = claims(&s, &p, T0 + 22_000, &settings(), Some(T0 + 22_000));
+    assert_eq!(
+        summary(&c),
+        vec![
+            (18, Disposition::Missed { count: 9 }),
+            (20, Disposition::Run),
+            (22, Disposition::Run)
+        ]
+    );
 }
