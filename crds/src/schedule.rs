@@ -23,10 +23,17 @@
 //!   against the calendar; use `@monthly`, `@yearly` or a cron expression.
 //!   Instants are `k * period` since 1970-01-01T00:00:00Z, independent of the
 //!   time zone, so `@every 1h` fires on the hour in UTC.
-//! - Cron fields are croner's: names (`MON`, `JAN`), lists, ranges, `*/n` and
-//!   `a-b/n` steps, `L`, `W`, `#` and the `+` day-of-week prefix. As in Vixie
-//!   cron and Kubernetes CronJob, when both day-of-month and day-of-week are
-//!   restricted a day matching either one fires; `+` demands both.
+//! - Cron fields mean what they mean to Kubernetes CronJob's parser,
+//!   robfig/cron v3: lists, ranges, `*/n`, `a-b/n` and `N/n` (= `N-max/n`)
+//!   steps, `?` for `*`, names (`MON`, `jan`) in the month and day-of-week
+//!   fields only. When both day-of-month and day-of-week are restricted, a
+//!   day matching either one fires; a day field holding `*` or `?` with
+//!   step 1 (`*`, `*/1`, `?`) is unrestricted, so the other one decides
+//!   alone (`30 6 */1 * */2` fires on Sundays, Tuesdays, Thursdays and
+//!   Saturdays). croner's extensions stay: `L`, `W`, `#`, 7 for Sunday and
+//!   the `+` day-of-week prefix, which demands both day fields.
+//!   `robfig_field` rewrites each field into croner's syntax; docs/cron.md
+//!   lists every place where the grammar still differs from CronJob's.
 //!
 //! # Daylight saving time
 //!
@@ -314,56 +321,244 @@ fn parse_every(expression: &str, duration: &str) -> Result<Kind, ScheduleError> 
     Ok(Kind::Every { period_ms })
 }
 
+/// A cron field, with the bounds robfig/cron v3 (Kubernetes CronJob's
+/// parser) gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldKind {
+    Second,
+    Minute,
+    Hour,
+    DayOfMonth,
+    Month,
+    DayOfWeek,
+}
+
+/// The fields of a 6-field pattern; a 5-field one lacks the first.
+const FIELD_KINDS: [FieldKind; 6] = [
+    FieldKind::Second,
+    FieldKind::Minute,
+    FieldKind::Hour,
+    FieldKind::DayOfMonth,
+    FieldKind::Month,
+    FieldKind::DayOfWeek,
+];
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+impl FieldKind {
+    fn name(self) -> &'static str {
+        match self {
+            FieldKind::Second => "second",
+            FieldKind::Minute => "minute",
+            FieldKind::Hour => "hour",
+            FieldKind::DayOfMonth => "day-of-month",
+            FieldKind::Month => "month",
+            FieldKind::DayOfWeek => "day-of-week",
+        }
+    }
+
+    /// robfig's upper bound, which ends an `N/step` range. Day-of-week
+    /// stops at 6 (Saturday) there, although croner also reads 7 as Sunday:
+    /// `1/2` is Monday, Wednesday, Friday, not Sunday as well.
+    fn max(self) -> u32 {
+        match self {
+            FieldKind::Second | FieldKind::Minute => 59,
+            FieldKind::Hour => 23,
+            FieldKind::DayOfMonth => 31,
+            FieldKind::Month => 12,
+            FieldKind::DayOfWeek => 6,
+        }
+    }
+
+    fn takes_names(self) -> bool {
+        matches!(self, FieldKind::Month | FieldKind::DayOfWeek)
+    }
+}
+
+/// One field rewritten for croner.
+struct Rewritten {
+    /// What croner parses.
+    field: String,
+    /// The other elements of a list that also held a `*` element, which
+    /// made the whole field `*`; croner still has to accept them.
+    beside_star: Option<String>,
+}
+
+/// Rewrites one field so that croner reads it as robfig/cron v3 does
+/// (`parser.go`, `getField` / `getRange`, v3.0.1):
+///
+/// - `N/step` means `N-max/step` ("Special handling: \"N/step\" means
+///   \"N-max/step\""); croner refuses it.
+/// - An element `*` or `?`, alone or with step 1 (`*/1`, `?/1`), sets
+///   robfig's star bit, and a field with the star bit is unrestricted for
+///   the day-of-month / day-of-week rule (`spec.go`, `dayMatches`: the
+///   two are ORed only when neither has it). croner counts only a field
+///   that is exactly `*` as unrestricted, so such a field becomes `*`: it
+///   matches every value either way.
+/// - `?` means `*` in every field, not only the two day fields.
+/// - Month names belong to the month field and day names to the
+///   day-of-week field; croner would replace them anywhere (`0 0 MON * *`
+///   would be the 1st of the month).
+///
+/// croner's own extensions (`L`, `W`, `#`, the `+` prefix, 7 for Sunday)
+/// pass through unchanged. See docs/cron.md for what still differs.
+fn robfig_field(kind: FieldKind, text: &str) -> Result<Rewritten, String> {
+    let (plus, body) = match text.strip_prefix('+') {
+        Some(rest) if kind == FieldKind::DayOfWeek => ("+", rest),
+        _ => ("", text),
+    };
+    check_names(kind, body)?;
+    let mut star = false;
+    let mut others = Vec::new();
+    for element in body.split(',') {
+        let (range, step) = match element.split_once('/') {
+            Some((range, step)) => (range, Some(step)),
+            None => (element, None),
+        };
+        let range = if range == "?" { "*" } else { range };
+        if range == "*" {
+            match step {
+                None => star = true,
+                // Digits only: croner refuses a sign (`*/+1`) as it
+                // refuses `*/+5`, which robfig reads as 5.
+                Some(step)
+                    if step.bytes().all(|b| b.is_ascii_digit()) && step.parse() == Ok(1u32) =>
+                {
+                    star = true
+                }
+                Some(step) => others.push(format!("*/{step}")),
+            }
+        } else if let Some(step) = step.filter(|_| is_single_value(kind, range)) {
+            others.push(format!("{range}-{}/{step}", kind.max()));
+        } else {
+            others.push(element.to_string());
+        }
+    }
+    let rest = others.join(",");
+    Ok(if star {
+        Rewritten {
+            field: format!("{plus}*"),
+            beside_star: others.iter().any(|e| !e.is_empty()).then_some(rest),
+        }
+    } else {
+        Rewritten {
+            field: format!("{plus}{rest}"),
+            beside_star: None,
+        }
+    })
+}
+
+/// A number, or a name where the field takes names: the `N` of `N/step`.
+fn is_single_value(kind: FieldKind, range: &str) -> bool {
+    let upper = range.to_ascii_uppercase();
+    (!range.is_empty() && range.bytes().all(|b| b.is_ascii_digit()))
+        || (kind == FieldKind::Month && MONTH_NAMES.contains(&upper.as_str()))
+        || (kind == FieldKind::DayOfWeek && DAY_NAMES.contains(&upper.as_str()))
+}
+
+fn check_names(kind: FieldKind, field: &str) -> Result<(), String> {
+    for word in field
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+    {
+        let upper = word.to_ascii_uppercase();
+        let month = MONTH_NAMES.contains(&upper.as_str());
+        let day = DAY_NAMES.contains(&upper.as_str());
+        if (month && kind != FieldKind::Month) || (day && kind != FieldKind::DayOfWeek) {
+            let hint = if kind.takes_names() {
+                ""
+            } else {
+                "; this field takes numbers only"
+            };
+            let home = if month { "month" } else { "day-of-week" };
+            return Err(format!(
+                "the name \"{word}\" belongs in the {home} field{hint}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a 5- or 6-field pattern; `expression` is what the user wrote (it
 /// differs from `pattern` for nicknames) and goes into error messages.
 fn parse_cron(expression: &str, pattern: &str) -> Result<Cron, ScheduleError> {
-    let count = pattern.split_whitespace().count();
-    match count {
+    let invalid = |reason: String| ScheduleError::InvalidCron {
+        expression: expression.to_string(),
+        reason,
+    };
+    // robfig reads these prefixes, but Kubernetes refuses them in a new
+    // CronJob; here the zone is spec.timeZone alone.
+    let upper = pattern.to_ascii_uppercase();
+    if upper.starts_with("TZ=") || upper.starts_with("CRON_TZ=") {
+        return Err(invalid(
+            "a TZ= or CRON_TZ= prefix is not supported; set spec.timeZone instead".to_string(),
+        ));
+    }
+    let written: Vec<&str> = pattern.split_whitespace().collect();
+    match written.len() {
         5 | 6 => {}
         7 => {
             return Err(ScheduleError::YearField {
                 expression: expression.to_string(),
             });
         }
-        _ => {
+        count => {
             return Err(ScheduleError::FieldCount {
                 expression: expression.to_string(),
                 count,
             });
         }
     }
-    let invalid = |reason: String| ScheduleError::InvalidCron {
-        expression: expression.to_string(),
-        reason,
-    };
+    let kinds = &FIELD_KINDS[6 - written.len()..];
+    let mut fields = Vec::with_capacity(written.len());
+    let mut beside_star = Vec::new();
+    for (i, (kind, text)) in kinds.iter().zip(&written).enumerate() {
+        let rewritten = robfig_field(*kind, text)
+            .map_err(|reason| invalid(format!("{} field \"{text}\": {reason}", kind.name())))?;
+        if let Some(rest) = rewritten.beside_star {
+            beside_star.push((i, rest));
+        }
+        fields.push(rewritten.field);
+    }
     // croner puts second 0 in front of a 5-field pattern, so minute
     // patterns fire on the minute.
     let parser = CronParser::builder().seconds(Seconds::Optional).build();
+    for (i, rest) in beside_star {
+        let mut alone = vec!["*".to_string(); fields.len()];
+        alone[i] = rest;
+        if let Err(e) = parser.parse(&alone.join(" ")) {
+            return Err(invalid(format!(
+                "{} field \"{}\": {}",
+                kinds[i].name(),
+                written[i],
+                croner_reason(&e)
+            )));
+        }
+    }
     let cron = parser
-        .parse(pattern)
-        .map_err(|e| invalid(explain_cron_error(&parser, pattern, &e)))?;
+        .parse(&fields.join(" "))
+        .map_err(|e| invalid(explain_cron_error(&parser, kinds, &written, &fields, &e)))?;
     // A field such as "," parses to no values at all; croner would then
     // search second by second for a year before giving up.
-    let fields = [
+    let empty = [
         ("second", &cron.pattern.seconds),
         ("minute", &cron.pattern.minutes),
         ("hour", &cron.pattern.hours),
         ("month", &cron.pattern.months),
     ];
-    if let Some((name, _)) = fields.iter().find(|(_, field)| field.values().is_empty()) {
+    if let Some((name, _)) = empty.iter().find(|(_, field)| field.values().is_empty()) {
         return Err(invalid(format!("the {name} field matches no value")));
     }
     Ok(cron)
 }
 
-/// croner's messages ("Component error: Number out of bounds.") do not say
-/// which field is wrong. Parsing each field on its own, with `*` elsewhere,
-/// finds the first one croner refuses.
-fn explain_cron_error(
-    parser: &CronParser,
-    pattern: &str,
-    error: &croner::errors::CronError,
-) -> String {
+/// croner's message, lower-cased to read mid-sentence: "Number out of
+/// bounds." becomes "number out of bounds"; "CronPattern contains …"
+/// keeps its capital.
+fn croner_reason(error: &croner::errors::CronError) -> String {
     use croner::errors::CronError;
     let reason = match error {
         CronError::ComponentError(msg)
@@ -372,10 +567,8 @@ fn explain_cron_error(
         other => other.to_string(),
     };
     let reason = reason.trim_end_matches('.');
-    // "Number out of bounds" reads better mid-sentence as "number out of
-    // bounds"; "CronPattern contains …" keeps its capital.
     let first_word = reason.split(' ').next().unwrap_or_default();
-    let reason = if first_word.chars().skip(1).all(char::is_lowercase) {
+    if first_word.chars().skip(1).all(char::is_lowercase) {
         let mut chars = reason.chars();
         chars
             .next()
@@ -383,28 +576,29 @@ fn explain_cron_error(
             .unwrap_or_default()
     } else {
         reason.to_string()
-    };
-    let fields: Vec<&str> = pattern.split_whitespace().collect();
-    let names: &[&str] = if fields.len() == 6 {
-        &[
-            "second",
-            "minute",
-            "hour",
-            "day-of-month",
-            "month",
-            "day-of-week",
-        ]
-    } else {
-        &["minute", "hour", "day-of-month", "month", "day-of-week"]
-    };
-    let culprit = (0..fields.len()).find(|&i| {
-        let alone: Vec<&str> = (0..fields.len())
-            .map(|j| if j == i { fields[j] } else { "*" })
+    }
+}
+
+/// croner's messages ("Component error: Number out of bounds.") do not say
+/// which field is wrong. Parsing each rewritten field on its own, with `*`
+/// elsewhere, finds the first one croner refuses; the message quotes that
+/// field as written.
+fn explain_cron_error(
+    parser: &CronParser,
+    kinds: &[FieldKind],
+    written: &[&str],
+    rewritten: &[String],
+    error: &croner::errors::CronError,
+) -> String {
+    let reason = croner_reason(error);
+    let culprit = (0..rewritten.len()).find(|&i| {
+        let alone: Vec<&str> = (0..rewritten.len())
+            .map(|j| if j == i { rewritten[j].as_str() } else { "*" })
             .collect();
         parser.parse(&alone.join(" ")).is_err()
     });
     match culprit {
-        Some(i) => format!("{} field \"{}\": {reason}", names[i], fields[i]),
+        Some(i) => format!("{} field \"{}\": {reason}", kinds[i].name(), written[i]),
         None => reason,
     }
 }

@@ -2,6 +2,7 @@ use super::*;
 
 mod dst;
 mod properties;
+mod robfig;
 
 /// Milliseconds since the epoch of an RFC 3339 time, so expectations read
 /// as wall clock plus offset.
@@ -137,9 +138,14 @@ fn invalid_fields_are_refused_naming_the_field_and_quoting_the_expression() {
         ("0 0 * 13 *", "month field \"13\": number out of bounds"),
         ("0 0 * * 8", "day-of-week field \"8\": number out of bounds"),
         ("*/0 * * * * *", "second field \"*/0\": step cannot be zero"),
+        ("0 /10 * * * *", "minute field \"/10\": invalid step syntax"),
         (
-            "0 0/10 * * * *",
-            "minute field \"0/10\": invalid step syntax",
+            "0 30/9 * * *",
+            "hour field \"30/9\": range is out of bounds",
+        ),
+        (
+            "*,61 * * * *",
+            "minute field \"*,61\": number out of bounds",
         ),
         ("0 , * * * *", "the minute field matches no value"),
         ("0 0 * * FOO", "day-of-week field"),
@@ -151,6 +157,178 @@ fn invalid_fields_are_refused_naming_the_field_and_quoting_the_expression() {
             "{text}"
         );
         assert!(text.contains(expected), "{expr}: {text}");
+    }
+}
+
+#[test]
+fn a_single_number_step_runs_from_that_number_to_the_end_of_the_field() {
+    // Kubernetes CronJob (robfig/cron v3) reads `N/step` as `N-max/step`.
+    assert_eq!(
+        fires(
+            &parse("0 3/9 * * *"),
+            "2026-01-01T00:00:00Z",
+            "2026-01-02T04:00:00Z"
+        ),
+        [
+            "2026-01-01T03:00:00+00:00",
+            "2026-01-01T12:00:00+00:00",
+            "2026-01-01T21:00:00+00:00",
+            "2026-01-02T03:00:00+00:00"
+        ]
+    );
+    assert_eq!(
+        fires(
+            &parse("10/20 5/30 * * * *"),
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:36:00Z"
+        ),
+        [
+            "2026-01-01T00:05:10+00:00",
+            "2026-01-01T00:05:30+00:00",
+            "2026-01-01T00:05:50+00:00",
+            "2026-01-01T00:35:10+00:00",
+            "2026-01-01T00:35:30+00:00",
+            "2026-01-01T00:35:50+00:00"
+        ]
+    );
+    // The day-of-week field ends at Saturday: 1/2 is Monday, Wednesday,
+    // Friday, and not Sunday (7) as well. 2026-06-01 is a Monday.
+    assert_eq!(
+        fires(
+            &parse("0 12 * * 1/2"),
+            "2026-06-01T00:00:00Z",
+            "2026-06-08T00:00:00Z"
+        ),
+        [
+            "2026-06-01T12:00:00+00:00",
+            "2026-06-03T12:00:00+00:00",
+            "2026-06-05T12:00:00+00:00"
+        ]
+    );
+    // Names start a step too.
+    assert_eq!(
+        fires(
+            &parse("0 0 1 JAN/4 *"),
+            "2026-01-01T00:00:00Z",
+            "2027-01-01T00:00:00Z"
+        ),
+        [
+            "2026-05-01T00:00:00+00:00",
+            "2026-09-01T00:00:00+00:00",
+            "2027-01-01T00:00:00+00:00"
+        ]
+    );
+}
+
+#[test]
+fn a_day_field_written_star_slash_one_is_unrestricted_so_the_other_day_field_decides() {
+    // 2026-06-01 is a Monday. `*/1` in day-of-month sets robfig's star bit,
+    // so day-of-week alone decides: Sundays, Tuesdays, Thursdays, Saturdays.
+    assert_eq!(
+        fires(
+            &parse("30 6 */1 * */2"),
+            "2026-06-01T00:00:00Z",
+            "2026-06-08T00:00:00Z"
+        ),
+        [
+            "2026-06-02T06:30:00+00:00",
+            "2026-06-04T06:30:00+00:00",
+            "2026-06-06T06:30:00+00:00",
+            "2026-06-07T06:30:00+00:00"
+        ]
+    );
+    // `*/1` in day-of-week: the 13th only, not also every day.
+    assert_eq!(
+        fires(
+            &parse("0 0 13 * */1"),
+            "2026-06-01T00:00:00Z",
+            "2026-07-31T00:00:00Z"
+        ),
+        ["2026-06-13T00:00:00+00:00", "2026-07-13T00:00:00+00:00"]
+    );
+    // A list holding `*/1` or `?` is unrestricted as well.
+    for expr in ["0 0 */1,5 * MON", "0 0 ? * MON", "0 0 ?/1 * MON"] {
+        assert_eq!(
+            fires(&parse(expr), "2026-06-01T00:00:00Z", "2026-06-22T00:00:00Z"),
+            [
+                "2026-06-08T00:00:00+00:00",
+                "2026-06-15T00:00:00+00:00",
+                "2026-06-22T00:00:00+00:00"
+            ],
+            "{expr}"
+        );
+    }
+}
+
+#[test]
+fn a_day_field_with_a_larger_step_or_a_full_range_stays_restricted() {
+    // Neither sets robfig's star bit, so a day matching either field fires.
+    assert_eq!(
+        fires(
+            &parse("0 0 */2 * MON"),
+            "2026-06-01T00:00:00Z",
+            "2026-06-09T00:00:00Z"
+        ),
+        [
+            "2026-06-03T00:00:00+00:00",
+            "2026-06-05T00:00:00+00:00",
+            "2026-06-07T00:00:00+00:00",
+            "2026-06-08T00:00:00+00:00",
+            "2026-06-09T00:00:00+00:00"
+        ]
+    );
+    assert_eq!(
+        parse("0 0 1-31 * MON").fires_between(
+            ms("2026-06-01T00:00:00Z"),
+            ms("2026-06-30T00:00:00Z"),
+            100
+        ),
+        parse("0 0 * * *").fires_between(
+            ms("2026-06-01T00:00:00Z"),
+            ms("2026-06-30T00:00:00Z"),
+            100
+        ),
+    );
+}
+
+#[test]
+fn a_question_mark_means_star_in_every_field() {
+    assert_eq!(
+        parse("? ? ? ? ?").fires_between(0, 180_000, 10),
+        parse("* * * * *").fires_between(0, 180_000, 10)
+    );
+}
+
+#[test]
+fn names_outside_their_own_field_are_refused() {
+    for (expr, expected) in [
+        (
+            "0 0 MON * *",
+            "day-of-month field \"MON\": the name \"MON\" belongs in the day-of-week field; this field takes numbers only",
+        ),
+        (
+            "0 0 * * JAN",
+            "day-of-week field \"JAN\": the name \"JAN\" belongs in the month field",
+        ),
+        (
+            "0 0 1 MON-FRI *",
+            "month field \"MON-FRI\": the name \"MON\" belongs in the day-of-week field",
+        ),
+    ] {
+        let text = parse_err(expr).to_string();
+        assert!(text.ends_with(expected), "{expr}: {text}");
+    }
+}
+
+#[test]
+fn tz_prefixes_are_refused_in_favour_of_the_time_zone_field() {
+    for expr in ["TZ=UTC 0 * * * *", "CRON_TZ=Europe/Berlin 0 * * * *"] {
+        assert_eq!(
+            parse_err(expr).to_string(),
+            format!(
+                "invalid cron expression \"{expr}\": a TZ= or CRON_TZ= prefix is not supported; set spec.timeZone instead"
+            )
+        );
     }
 }
 
