@@ -140,12 +140,18 @@ async fn a_whole_cluster_stop_follows_the_missed_run_policy_and_the_starting_dea
         .iter()
         .filter(|i| **i > resumed && !skip_after.contains_key(i))
         .collect();
-    assert!(not_after.is_empty(), "Skip did not fire {not_after:?} after the outage");
+    assert!(
+        not_after.is_empty(),
+        "Skip did not fire {not_after:?} after the outage"
+    );
     let missed: Vec<i64> = (first..resumed)
         .step_by(1000)
         .filter(|i| (i / 1000) % 2 == 0)
         .collect();
-    println!("missed instants: {} (the first run after them: {resumed})", missed.len());
+    println!(
+        "missed instants: {} (the first run after them: {resumed})",
+        missed.len()
+    );
     // Skip ran none of them (the first check above covers the outage itself).
     let skipped = by_instant(&records, "skip", &missed);
     assert!(skipped.is_empty(), "Skip ran {:?}", late(&skipped));

@@ -219,7 +219,11 @@ async fn local_mode_runs_the_yaml_applies_policies_and_stops_cleanly_on_ctrl_c()
     // Logs are kept to warnings: no INFO lines at start or at the stop.
     let logs = std::fs::read_to_string(&stderr).unwrap();
     let info: Vec<&str> = logs.lines().filter(|l| l.contains(" INFO ")).collect();
-    assert!(info.is_empty(), "local printed INFO logs:\n{}", info.join("\n"));
+    assert!(
+        info.is_empty(),
+        "local printed INFO logs:\n{}",
+        info.join("\n")
+    );
 
     // Restarted on the same data dir: the YAML is applied again and wins,
     // and the field it changed back is printed.
@@ -237,7 +241,10 @@ async fn local_mode_runs_the_yaml_applies_policies_and_stops_cleanly_on_ctrl_c()
         }
     })
     .await;
-    assert!(reapplied.is_some(), "the YAML (suspend: false) was not applied again");
+    assert!(
+        reapplied.is_some(),
+        "the YAML (suspend: false) was not applied again"
+    );
     let stdout = interrupt(child);
     assert!(
         stdout.contains("policies/yearly: spec.suspend: true → false"),

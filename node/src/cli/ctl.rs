@@ -226,7 +226,11 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             } else {
                 out!(
                     "{:<20} {:<32} {:<20} {:<8} {:<26}",
-                    "NAMESPACE", "NAME", "SCHEDULE", "SUSPEND", "NEXT FIRE"
+                    "NAMESPACE",
+                    "NAME",
+                    "SCHEDULE",
+                    "SUSPEND",
+                    "NEXT FIRE"
                 );
                 for s in &list.schedules {
                     out!(
@@ -258,7 +262,11 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             } else {
                 out!(
                     "{:<26} {:<13} {:>7} {:>5} {:>9}  RUN ID",
-                    "SCHEDULED", "RESULT", "ATTEMPT", "NODE", "LATENESS"
+                    "SCHEDULED",
+                    "RESULT",
+                    "ATTEMPT",
+                    "NODE",
+                    "LATENESS"
                 );
                 for r in &runs.runs {
                     let late = r.lateness_ms.map_or("-".into(), |l| format!("{l}ms"));
@@ -298,7 +306,10 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                     format!(": {message}")
                 };
                 match run {
-                    Some(_) => bail!("{ns}/{name}: run {} was not started: {result}{why}", r.run_id),
+                    Some(_) => bail!(
+                        "{ns}/{name}: run {} was not started: {result}{why}",
+                        r.run_id
+                    ),
                     None => bail!(
                         "{ns}/{name}: run {} is recorded but did not start within {}s (no leader firing?)",
                         r.run_id,

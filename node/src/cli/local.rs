@@ -153,7 +153,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     for n in &running {
         out!(
             "node {} gRPC {} HTTP http://{}",
-            n.ctx.identity.id, n.grpc_addr, n.http_addr
+            n.ctx.identity.id,
+            n.grpc_addr,
+            n.http_addr
         );
     }
     let client =
@@ -226,12 +228,16 @@ async fn report_reapply(
         for change in spec_changes(&old, &new, "spec") {
             out!(
                 "{key}: {change} (re-applied from {}; the YAML wins over changes made at run time)",
-                files.get(&key).map_or("?".into(), |f| f.display().to_string())
+                files
+                    .get(&key)
+                    .map_or("?".into(), |f| f.display().to_string())
             );
         }
     }
     for key in stored.keys() {
-        out!("{key}: in the data dir but in no YAML file given; kept (raftcronctl delete {key} removes it)");
+        out!(
+            "{key}: in the data dir but in no YAML file given; kept (raftcronctl delete {key} removes it)"
+        );
     }
     Ok(())
 }
@@ -357,7 +363,8 @@ mod tests {
 
     #[test]
     fn a_reapplied_spec_names_every_field_it_changes() {
-        let stored = json!({"schedule": "* * * * * *", "suspend": true, "retry": {"maxAttempts": 3}});
+        let stored =
+            json!({"schedule": "* * * * * *", "suspend": true, "retry": {"maxAttempts": 3}});
         let file = json!({"schedule": "*/2 * * * * *", "retry": {"maxAttempts": 3}});
         assert_eq!(
             spec_changes(&stored, &file, "spec"),

@@ -327,7 +327,10 @@ fn a_fire_claimed_before_a_whole_cluster_stop_is_missed_once_its_starting_deadli
     // Claimed at :00.6 for :01, all nodes stopped, the next leader 10 s later.
     let s = stopped_with_claims(MissedRunPolicy::RunAll, Some(2), &[1]);
     let t = after_outage(2, T0 + 11_000);
-    assert_eq!(outcomes(&takeover(&s, Some(T0 + 2_000), &t)), vec!["missed:deadline"]);
+    assert_eq!(
+        outcomes(&takeover(&s, Some(T0 + 2_000), &t)),
+        vec!["missed:deadline"]
+    );
     // Within its deadline it still runs (as the next attempt).
     let t = at_takeover(2, T0 + 2_500);
     assert_eq!(outcomes(&takeover(&s, Some(T0 + 2_000), &t)), vec!["run"]);
@@ -363,7 +366,10 @@ fn claimed_fires_left_by_downtime_follow_the_missed_run_policy() {
         vec!["missed:downtime", "missed:downtime"]
     );
     let s = stopped_with_claims(MissedRunPolicy::RunAll, None, &claimed);
-    assert_eq!(outcomes(&takeover(&s, unclaimed_missed, &t)), vec!["run", "run"]);
+    assert_eq!(
+        outcomes(&takeover(&s, unclaimed_missed, &t)),
+        vec!["run", "run"]
+    );
     // RunOnce: the claims that follow run the newest missed instant, so
     // none of these runs.
     let s = stopped_with_claims(MissedRunPolicy::RunOnce, None, &claimed);
@@ -399,7 +405,9 @@ fn a_failover_runs_every_claimed_fire_whatever_the_missed_run_policy() {
 
 #[test]
 fn manual_runs_left_by_downtime_still_run() {
-    let (mut s, _) = record("* * * * * *", |s| s.missed_run_policy = MissedRunPolicy::Skip);
+    let (mut s, _) = record("* * * * * *", |s| {
+        s.missed_run_policy = MissedRunPolicy::Skip
+    });
     let mut manual = run(&s, T0 + 1000, Phase::Claimed);
     manual.kind = RunKind::Manual;
     s.active = vec![manual];
@@ -427,14 +435,24 @@ fn an_outage_is_measured_by_the_oldest_unclaimed_instant() {
 fn every_unclaimed_instant_before_the_end_of_an_outage_follows_the_policy() {
     // A 20 s outage ended at :22 by a takeover; its last seconds are not
     // "merely late": the outage as a whole was downtime.
-    let (s, p) = record("*/2 * * * * *", |s| s.missed_run_policy = MissedRunPolicy::Skip);
+    let (s, p) = record("*/2 * * * * *", |s| {
+        s.missed_run_policy = MissedRunPolicy::Skip
+    });
     let c = claims(&s, &p, T0 + 22_000, &settings(), Some(T0 + 22_000));
-    assert!(c.iter().all(|f| f.instant < T0 + 22_000 || f.disposition == Disposition::Run));
+    assert!(
+        c.iter()
+            .all(|f| f.instant < T0 + 22_000 || f.disposition == Disposition::Run)
+    );
     assert_eq!(
         summary(&c),
-        vec![(20, Disposition::Missed { count: 10 }), (22, Disposition::Run)]
+        vec![
+            (20, Disposition::Missed { count: 10 }),
+            (22, Disposition::Run)
+        ]
     );
-    let (s, p) = record("*/2 * * * * *", |s| s.missed_run_policy = MissedRunPolicy::RunOnce);
+    let (s, p) = record("*/2 * * * * *", |s| {
+        s.missed_run_policy = MissedRunPolicy::RunOnce
+    });
     let c = claims(&s, &p, T0 + 22_000, &settings(), Some(T0 + 22_000));
     assert_eq!(
         summary(&c),
