@@ -11,6 +11,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::validate::limits;
+
 /// A schedule plus an action, fired exactly once per scheduled instant by the
 /// raftcron scheduler cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -64,12 +66,15 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_formats)]
 pub struct ScheduledJobSpec {
     /// When to fire. Five fields (minute granularity, `m h dom mon dow`), six
     /// fields (seconds first, `s m h dom mon dow`), a nickname (`@yearly`,
     /// `@monthly`, `@weekly`, `@daily`, `@hourly`) or `@every <duration>`
     /// (for example `@every 30s`, `@every 1h30m`; instants are aligned to the
-    /// Unix epoch, so every node computes the same ones).
+    /// Unix epoch, so every node computes the same ones). Fields mean what
+    /// they mean in a Kubernetes CronJob (`3/9`, `*/1`, `?`, names);
+    /// raftcron's docs/cron.md lists the differences.
     #[schemars(length(min = 1, max = 256))]
     pub schedule: String,
 
@@ -411,31 +416,128 @@ fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schem
 /// server-side-apply field manager.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_formats)]
 pub struct ScheduledJobStatus {
     /// The generation the operator last registered with the scheduler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`: the schedule is valid and registered in the scheduler cluster.
+    /// `Ready`: the schedule is valid and registered in the scheduler
+    /// cluster. One entry per type (a list map keyed by `type`), at most 8.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::STATUS_CONDITIONS_MAX))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// Next instant the schedule fires (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub next_schedule_time: Option<String>,
-    /// Scheduled instant of the most recent run.
+    /// Scheduled instant of the most recent run (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_schedule_time: Option<String>,
-    /// Completion time of the most recent successful run.
+    /// Completion time of the most recent successful run (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_successful_time: Option<String>,
-    /// Runs currently executing.
+    /// Runs currently executing or waiting for a retry, at most 1000 (only
+    /// `concurrencyPolicy: Allow` has more than one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::STATUS_ACTIVE_MAX))]
     pub active: Vec<RunSummary>,
     /// The most recent finished run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunSummary>,
-    /// Recent finished runs, newest first, bounded by the history limits.
+    /// Recent finished runs, newest first, bounded by the history limits
+    /// (`successfulRunsHistoryLimit` plus `failedRunsHistoryLimit`, so at
+    /// most 200).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::STATUS_RECENT_RUNS_MAX))]
     pub recent_runs: Vec<RunSummary>,
+}
+
+/// The `format`s the Kubernetes API server knows
+/// (apiextensions-apiserver, `pkg/apiserver/validation/formats.go`, with
+/// its dash-less normalisation: `date-time` is `datetime`). A CRD carrying
+/// another one is applied with a warning (`unrecognized format "uint32"`)
+/// and the format is ignored.
+const KUBERNETES_STRING_FORMATS: &[&str] = &[
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "byte",
+    "password",
+    "date",
+    "duration",
+    "datetime",
+    "quantity",
+];
+
+/// Whether the API server knows `format` on a value of JSON type `kind`:
+/// the rule of its `GetUnrecognizedFormats`.
+fn is_kubernetes_format(kind: &str, format: &str) -> bool {
+    match kind {
+        "string" => KUBERNETES_STRING_FORMATS.contains(&format.replace('-', "").as_str()),
+        "integer" => matches!(format, "int32" | "int64"),
+        "number" => matches!(format, "float" | "double"),
+        _ => false,
+    }
+}
+
+/// A schemars transform, applied to the spec and status schemas and all
+/// they contain: rewrites the formats schemars gives Rust's unsigned and
+/// small integers into the ones Kubernetes knows (`uint16` → `int32`,
+/// `uint32` → `int64`; their `minimum: 0` stays) and drops any other
+/// format the API server does not know.
+fn kubernetes_formats(schema: &mut schemars::Schema) {
+    schemars::transform::transform_subschemas(&mut kubernetes_formats, schema);
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(format) = object.get("format").and_then(|f| f.as_str()) else {
+        return;
+    };
+    // Optional fields have `type: [integer, "null"]` until kube's
+    // AddNullable rewrites them.
+    let kind = match object.get("type") {
+        Some(serde_json::Value::String(kind)) => kind.clone(),
+        Some(serde_json::Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(|k| k.as_str())
+            .find(|k| *k != "null")
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    };
+    let replacement = match (kind.as_str(), format) {
+        (_, format) if is_kubernetes_format(&kind, format) => return,
+        ("integer", "int8" | "int16" | "uint8" | "uint16") => Some("int32"),
+        ("integer", "uint32") => Some("int64"),
+        _ => None,
+    };
+    match replacement {
+        Some(format) => {
+            object.insert("format".into(), format.into());
+        }
+        None => {
+            object.remove("format");
+        }
+    }
 }
 
 /// One run as shown in the status.
@@ -446,12 +548,15 @@ pub struct RunSummary {
     /// every node. Sent to the action as `Raftcron-Run-Id`.
     pub run_id: String,
     /// The instant the run was scheduled for (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub scheduled_time: String,
-    /// When the latest attempt started.
+    /// When the latest attempt started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub start_time: Option<String>,
-    /// When the run finished.
+    /// When the run finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub completion_time: Option<String>,
     /// Succeeded, Failed, TimedOut, Lost, Missed, Skipped, Replaced, or
     /// Running / Pending while active.

@@ -32,6 +32,14 @@ pub mod limits {
     pub const BACKOFF_SECONDS_MAX: f64 = 86_400.0;
     pub const MULTIPLIER_MAX: f64 = 10.0;
     pub const HISTORY_LIMIT_MAX: u32 = 100;
+    /// `status.recentRuns` holds at most both history limits' worth of runs.
+    pub const STATUS_RECENT_RUNS_MAX: usize = 2 * HISTORY_LIMIT_MAX as usize;
+    /// `status.active`: runs executing or waiting for a retry. Only
+    /// `concurrencyPolicy: Allow` has more than one; a status listing more
+    /// is refused by the API server.
+    pub const STATUS_ACTIVE_MAX: usize = 1000;
+    /// `status.conditions`, one per type (only `Ready` so far).
+    pub const STATUS_CONDITIONS_MAX: usize = 8;
     pub const URL_MAX_LEN: usize = 2048;
     pub const HEADERS_MAX: usize = 64;
     pub const HEADER_NAME_MAX_LEN: usize = 256;

@@ -219,6 +219,176 @@ fn the_schema_bounds_match_the_validation_limits() {
     );
 }
 
+/// Every schema node of the CRD, with its path, depth first.
+fn walk<'a>(node: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    out.push((path.clone(), node));
+    if let Some(properties) = node.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            walk(property, format!("{path}.{name}"), out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk(items, format!("{path}[]"), out);
+    }
+    if let Some(additional) = node.get("additionalProperties").filter(|a| a.is_object()) {
+        walk(additional, format!("{path}{{}}"), out);
+    }
+    if let Some(not) = node.get("not") {
+        walk(not, format!("{path}.not"), out);
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for (i, sub) in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            walk(sub, format!("{path}.{key}[{i}]"), out);
+        }
+    }
+}
+
+/// Whether the Kubernetes API server knows `format` on a value of `kind`:
+/// apiextensions-apiserver's `GetUnrecognizedFormats` (its
+/// `pkg/apiserver/validation/formats.go`), written out again here rather
+/// than shared with the transform that produces the schema.
+fn kubernetes_knows(kind: &str, format: &str) -> bool {
+    const STRING_FORMATS: &[&str] = &[
+        "bsonobjectid",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "uuid3",
+        "uuid4",
+        "uuid5",
+        "isbn",
+        "isbn10",
+        "isbn13",
+        "creditcard",
+        "ssn",
+        "hexcolor",
+        "rgbcolor",
+        "byte",
+        "password",
+        "date",
+        "duration",
+        "datetime",
+        "quantity",
+    ];
+    match kind {
+        // go-openapi normalises format names by dropping dashes.
+        "" | "string" => STRING_FORMATS.contains(&format.replace('-', "").as_str()),
+        "integer" => format == "int32" || format == "int64",
+        "number" => format == "float" || format == "double",
+        _ => false,
+    }
+}
+
+#[test]
+fn the_schema_carries_only_formats_the_kubernetes_api_server_knows() {
+    let schema = schema();
+    let mut nodes = Vec::new();
+    walk(&schema, String::new(), &mut nodes);
+    let mut formats = Vec::new();
+    let mut unknown = Vec::new();
+    for (path, node) in &nodes {
+        let Some(format) = node.get("format") else {
+            continue;
+        };
+        let kind = node.get("type").and_then(Value::as_str).unwrap_or_default();
+        let format = format
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: format {format}"));
+        formats.push(format);
+        if !kubernetes_knows(kind, format) {
+            unknown.push(format!("{path}: type {kind:?}, format {format:?}"));
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "formats the API server warns about: {unknown:#?}"
+    );
+    // The walk reaches the formats that were unknown before: u32 and u16
+    // fields, now int64 and int32.
+    assert_eq!(node(&schema, "spec.retry.maxAttempts")["format"], "int64");
+    assert_eq!(
+        node(&schema, "spec.action.http.successCodes.[]")["format"],
+        "int32"
+    );
+    assert!(formats.contains(&"date-time"), "{formats:?}");
+}
+
+#[test]
+fn status_timestamps_are_date_times() {
+    let schema = schema();
+    for path in [
+        "status.nextScheduleTime",
+        "status.lastScheduleTime",
+        "status.lastSuccessfulTime",
+        "status.lastRun.scheduledTime",
+        "status.lastRun.startTime",
+        "status.lastRun.completionTime",
+        "status.active.[].scheduledTime",
+        "status.recentRuns.[].completionTime",
+        "status.conditions.[].lastTransitionTime",
+    ] {
+        let field = node(&schema, path);
+        assert_eq!(field["type"], "string", "{path}");
+        assert_eq!(field["format"], "date-time", "{path}");
+    }
+}
+
+#[test]
+fn status_conditions_are_a_list_map_keyed_by_type() {
+    let schema = schema();
+    let conditions = node(&schema, "status.conditions");
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+    // The API server refuses a map key that is neither required nor defaulted.
+    let required = conditions["items"]["required"]
+        .as_array()
+        .expect("condition items list their required fields");
+    assert!(required.contains(&Value::from("type")), "{required:?}");
+    // The other lists stay atomic: one field manager writes each whole.
+    for path in ["status.active", "status.recentRuns"] {
+        assert!(
+            node(&schema, path).get("x-kubernetes-list-type").is_none(),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn status_lists_are_bounded_consistently_with_the_history_limits() {
+    let schema = schema();
+    let max_items = |path: &str| node(&schema, path)["maxItems"].as_u64();
+    assert_eq!(
+        max_items("status.recentRuns"),
+        Some(2 * u64::from(limits::HISTORY_LIMIT_MAX))
+    );
+    assert_eq!(
+        max_items("status.recentRuns"),
+        Some(limits::STATUS_RECENT_RUNS_MAX as u64)
+    );
+    assert_eq!(
+        max_items("status.active"),
+        Some(limits::STATUS_ACTIVE_MAX as u64)
+    );
+    assert_eq!(
+        max_items("status.conditions"),
+        Some(limits::STATUS_CONDITIONS_MAX as u64)
+    );
+}
+
 #[test]
 fn crdgen_prints_the_same_crd_as_yaml() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_crdgen"))
