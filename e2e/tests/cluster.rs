@@ -345,6 +345,10 @@ async fn the_http_port_serves_metrics_health_and_readiness() {
             "raftcron_node_active_runs",
             "raftcron_node_retries_total",
             "raftcron_node_schedules",
+            // Labelled counters carry every result from the start (at 0).
+            "raftcron_node_runs_total{result=\"Lost\"",
+            "raftcron_node_attempts_total{result=\"TimedOut\"",
+            "raftcron_node_status_patches_total{result=\"error\"",
         ] {
             assert!(metrics.contains(name), "node {} lacks {name}", n.id);
         }
@@ -370,4 +374,87 @@ async fn the_http_port_serves_metrics_health_and_readiness() {
         raftcron_e2e::http_get(&http, "/healthz").await.unwrap().0,
         200
     );
+}
+
+/// The sum over every node of `name{result="…"}` (runs are counted on the
+/// node that led when they ended).
+async fn metric_sum(c: &Cluster, name: &str, result: &str) -> u64 {
+    let mut sum = 0;
+    for n in &c.nodes {
+        let Ok((_, text)) = raftcron_e2e::http_get(&n.http, "/metrics").await else {
+            continue;
+        };
+        let label = format!("result=\"{result}\"");
+        sum += text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_succeeds_on_its_third_attempt_counts_once_as_succeeded() {
+    const RUNS: u64 = 4;
+    let c = Cluster::start(ClusterOptions::default()).await;
+    let ledger = raftcron_e2e::Ledger::start(c.path()).await;
+    c.client()
+        .upsert_batch(vec![UpsertRequest {
+            namespace: "metrics".into(),
+            name: "flaky".into(),
+            uid: "uid-flaky".into(),
+            generation: 1,
+            spec_json: serde_json::json!({
+                "schedule": "0 0 1 1 *",
+                "concurrencyPolicy": "Allow",
+                // Attempts 1 and 2 of every run get a 500, attempt 3 a 200.
+                "action": {"http": {"url": ledger.url("/flaky?fail=2")}},
+                "retry": {"maxAttempts": 3, "initialBackoffSeconds": 0.1, "jitter": 0.0},
+            })
+            .to_string(),
+            kubernetes: false,
+        }])
+        .await
+        .unwrap();
+    for name in ["raftcron_node_runs_total", "raftcron_node_attempts_total"] {
+        assert_eq!(
+            metric_sum(&c, name, "Failed").await,
+            0,
+            "{name} starts at 0"
+        );
+    }
+    for _ in 0..RUNS {
+        c.client().trigger("metrics", "flaky").await.unwrap();
+    }
+    let succeeded = wait_for(Duration::from_secs(30), || async {
+        let n = metric_sum(&c, "raftcron_node_runs_total", "Succeeded").await;
+        (n >= RUNS).then_some(n)
+    })
+    .await;
+    assert_eq!(succeeded, Some(RUNS), "{}", c.logs());
+    // The case: this showed runs_total{result="Failed"} 8.
+    assert_eq!(
+        metric_sum(&c, "raftcron_node_runs_total", "Failed").await,
+        0
+    );
+    assert_eq!(
+        metric_sum(&c, "raftcron_node_attempts_total", "Failed").await,
+        2 * RUNS
+    );
+    assert_eq!(
+        metric_sum(&c, "raftcron_node_attempts_total", "Succeeded").await,
+        RUNS
+    );
+    // The target got every third attempt (it flushes its ledger every 100 ms).
+    let third = wait_for(Duration::from_secs(5), || async {
+        let n = ledger
+            .records()
+            .iter()
+            .filter(|r| r.attempt == Some(3))
+            .count() as u64;
+        (n >= RUNS).then_some(n)
+    })
+    .await;
+    assert_eq!(third, Some(RUNS));
 }

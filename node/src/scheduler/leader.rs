@@ -699,7 +699,7 @@ impl LeaderTerm {
                         {
                             token.cancel();
                         }
-                        self.count(e);
+                        self.count(Some(&s), e);
                     }
                     recorder.record_all(events);
                     replace
@@ -774,21 +774,16 @@ impl LeaderTerm {
             at: d.at,
             message: d.outcome.message,
         };
-        self.count(&e);
+        {
+            let d = self.ctx.sm.read();
+            self.count(d.state.get_by_uid(&e.run().uid), &e);
+        }
         recorder.record(e);
     }
 
-    fn count(&self, e: &RunEvent) {
-        let result = match e {
-            RunEvent::Finished { outcome, .. } => {
-                crate::sm::runs::FinalResult::from_outcome(*outcome).as_str()
-            }
-            RunEvent::Missed { .. } => "Missed",
-            RunEvent::Skipped { .. } => "Skipped",
-            RunEvent::Replaced { .. } => "Replaced",
-            RunEvent::Lost { .. } => "Lost",
-            RunEvent::Started { .. } => return,
-        };
-        self.ctx.metrics.runs.with_label_values(&[result]).inc();
+    /// Counts `e` against `s`, its schedule as applied before `e`: a run once,
+    /// by its final result, and each attempt that ends (see [`crate::metrics::tally`]).
+    fn count(&self, s: Option<&ScheduleRecord>, e: &RunEvent) {
+        self.ctx.metrics.count(crate::metrics::tally(s, e));
     }
 }
