@@ -17,7 +17,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Code, Status};
 
-use crate::api::{LEADER_ADDR_HEADER, LEADER_ID_HEADER};
+use crate::pb::metadata::{LEADER_ADDR, LEADER_ID};
 use crate::pb::scheduler as pb;
 use crate::pb::scheduler::scheduler_client::SchedulerClient;
 use crate::raft::network::Dialer;
@@ -120,7 +120,7 @@ impl Client {
             };
             let leader_addr = status
                 .metadata()
-                .get(LEADER_ADDR_HEADER)
+                .get(LEADER_ADDR)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             match status.code() {
@@ -138,9 +138,7 @@ impl Client {
                     *self.current.lock().expect("client lock") = None;
                 }
             }
-            if status.metadata().get(LEADER_ID_HEADER).is_none()
-                && started.elapsed() < self.deadline
-            {
+            if status.metadata().get(LEADER_ID).is_none() && started.elapsed() < self.deadline {
                 tracing::debug!(%last, "retrying");
             }
             if started.elapsed() + backoff > self.deadline {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::api::convert;
 use crate::clock::now_ms;
-use crate::node::NodeCtx;
+use crate::ctx::NodeCtx;
 use crate::sm::Key;
 
 pub fn router(ctx: Arc<NodeCtx>) -> Router {

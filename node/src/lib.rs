@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod ctx;
 pub mod exec;
 pub mod http;
 pub mod identity;
@@ -35,5 +36,11 @@ pub mod pb {
     }
     pub mod scheduler {
         tonic::include_proto!("raftcron.scheduler.v1");
+    }
+    /// gRPC metadata of the scheduler API's wire contract: a follower's
+    /// UNAVAILABLE names the leader, and clients follow it.
+    pub mod metadata {
+        pub const LEADER_ID: &str = "raftcron-leader-id";
+        pub const LEADER_ADDR: &str = "raftcron-leader-addr";
     }
 }

@@ -53,24 +53,11 @@ pub fn next_fire(spec: &ScheduledJobSpec, now: Millis) -> Option<Millis> {
 
 /// Parsed schedules memoized per thread: listing 100,000 schedules would
 /// otherwise parse 100,000 expressions, most of them alike.
-fn parsed(expr: &str, tz: Option<&str>) -> Option<std::rc::Rc<Schedule>> {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-    type Memo = HashMap<(String, Option<String>), Option<std::rc::Rc<Schedule>>>;
-    thread_local!(static MEMO: RefCell<Memo> = RefCell::new(HashMap::new()));
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        let key = (expr.to_string(), tz.map(str::to_string));
-        if let Some(p) = m.get(&key) {
-            return p.clone();
-        }
-        if m.len() >= 1024 {
-            m.clear();
-        }
-        let p = Schedule::parse(expr, tz).ok().map(std::rc::Rc::new);
-        m.insert(key, p.clone());
-        p
-    })
+fn parsed(expr: &str, tz: Option<&str>) -> Option<std::sync::Arc<Schedule>> {
+    use crate::scheduler::parsed::ParsedSchedules;
+    thread_local!(static MEMO: std::cell::RefCell<ParsedSchedules> =
+        std::cell::RefCell::new(ParsedSchedules::new(1024)));
+    MEMO.with(|m| m.borrow_mut().get(expr, tz))
 }
 
 fn counters_to_pb(c: &Counters) -> pb::RunCounters {

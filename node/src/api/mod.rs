@@ -16,15 +16,13 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
 use crate::clock::now_ms;
-use crate::membership;
-use crate::node::NodeCtx;
+use crate::ctx::NodeCtx;
+use crate::membership::{self, MembershipError};
+use crate::pb::metadata::{LEADER_ADDR, LEADER_ID};
 use crate::pb::scheduler as pb;
 use crate::pb::scheduler::scheduler_server::Scheduler;
 use crate::raft::{ProposeError, propose, read_barrier};
 use crate::sm::{Command, Key, Response as SmResponse};
-
-pub const LEADER_ID_HEADER: &str = "raftcron-leader-id";
-pub const LEADER_ADDR_HEADER: &str = "raftcron-leader-addr";
 
 /// Maps a failed proposal to a status a client can act on.
 pub fn propose_status(e: ProposeError) -> Status {
@@ -33,19 +31,33 @@ pub fn propose_status(e: ProposeError) -> Status {
             let mut s = Status::unavailable(e.to_string());
             if let Some((id, member)) = leader {
                 if let Ok(v) = MetadataValue::try_from(id.to_string()) {
-                    s.metadata_mut().insert(LEADER_ID_HEADER, v);
+                    s.metadata_mut().insert(LEADER_ID, v);
                 }
                 if let Some(Ok(v)) = member
                     .as_ref()
                     .map(|m| MetadataValue::try_from(m.addr.as_str()))
                 {
-                    s.metadata_mut().insert(LEADER_ADDR_HEADER, v);
+                    s.metadata_mut().insert(LEADER_ADDR, v);
                 }
             }
             s
         }
         ProposeError::Membership(_) => Status::failed_precondition(e.to_string()),
         ProposeError::Stopped(_) | ProposeError::NoQuorum(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Maps a refused membership change or leadership transfer.
+pub fn membership_status(e: MembershipError) -> Status {
+    match e {
+        MembershipError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        MembershipError::LastVoter | MembershipError::NoOtherVoter => {
+            Status::failed_precondition(e.to_string())
+        }
+        MembershipError::Unreachable { .. } | MembershipError::Transfer(_) => {
+            Status::unavailable(e.to_string())
+        }
+        MembershipError::Propose(p) => propose_status(p),
     }
 }
 
@@ -303,6 +315,7 @@ impl Scheduler for SchedulerApi {
         let req = req.into_inner();
         let r = membership::add_member(&self.ctx, req.id, &req.addr, &req.uid, req.voter)
             .await
+            .map_err(membership_status)
             .map(|()| pb::MembersReply {
                 members: convert::members_to_pb(&crate::raft::metrics(&self.ctx.raft)),
             });
@@ -316,6 +329,7 @@ impl Scheduler for SchedulerApi {
         let t = Instant::now();
         let r = membership::remove_member(&self.ctx, req.get_ref().id)
             .await
+            .map_err(membership_status)
             .map(|()| pb::MembersReply {
                 members: convert::members_to_pb(&crate::raft::metrics(&self.ctx.raft)),
             });
@@ -327,8 +341,9 @@ impl Scheduler for SchedulerApi {
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderReply>, Status> {
         let t = Instant::now();
-        let r = crate::node::transfer_leadership(&self.ctx, req.get_ref().to)
+        let r = membership::transfer_leadership(&self.ctx, req.get_ref().to)
             .await
+            .map_err(membership_status)
             .map(|leader| pb::TransferLeaderReply { leader });
         self.observe("TransferLeader", t, r)
     }

@@ -18,7 +18,8 @@ use clap::Args;
 
 use super::LogFormat;
 use crate::client::Client;
-use crate::node::{Node, NodeConfig};
+use crate::ctx::NodeConfig;
+use crate::node::Node;
 use crate::raft::RaftTiming;
 use crate::scheduler::SchedulerArgs;
 use crate::sm::runs::{Phase, RunRecord};

@@ -9,7 +9,8 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::LogFormat;
-use crate::node::{Node, NodeConfig};
+use crate::ctx::NodeConfig;
+use crate::node::Node;
 use crate::raft::RaftTiming;
 use crate::raft::types::NodeId;
 use crate::scheduler::SchedulerArgs;
@@ -270,7 +271,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Hand over before going away so the next fire is not delayed by an election.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            crate::node::transfer_leadership(&node.ctx, 0),
+            crate::membership::transfer_leadership(&node.ctx, 0),
         )
         .await;
     }

@@ -502,7 +502,7 @@ async fn the_leader_writes_run_status_and_failure_events_into_scheduledjobs() ->
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = grpc.local_addr()?.to_string();
-        let config = crate::node::NodeConfig {
+        let config = crate::ctx::NodeConfig {
             id: 1,
             advertise: addr.clone(),
             data_dir: dir.path().to_path_buf(),

@@ -47,12 +47,11 @@ use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use k8s_openapi::api::core::v1::ObjectReference;
 use raftcron_crds::names::FIELD_MANAGER_NODE;
 use raftcron_crds::{ScheduledJob, ScheduledJobStatus};
-use tokio::sync::watch;
 
 use super::Kube;
 use super::rate::{TokenBucket, backoff};
 use super::status::{self, Failure};
-use crate::node::NodeCtx;
+use crate::ctx::{Leadership, NodeCtx, Stop, TermEnd};
 use crate::sm::ScheduleRecord;
 use crate::store::feed::Dirty;
 
@@ -67,40 +66,28 @@ struct Memory {
 }
 
 /// Runs for the life of the node.
-pub async fn run(ctx: Arc<NodeCtx>, kube: Kube, mut stop: watch::Receiver<bool>) {
-    use openraft::type_config::async_runtime::watch::WatchReceiver;
+pub async fn run(ctx: Arc<NodeCtx>, kube: Kube, stop: Stop) {
     let mut memory = Memory::default();
-    let mut metrics = ctx.raft.metrics();
-    loop {
-        let m = metrics.borrow_and_update().clone();
-        if m.current_leader == Some(m.id) && m.state == openraft::ServerState::Leader {
-            let term = m.current_term;
-            tracing::info!(
-                term,
-                "status writer: leading, writing ScheduledJob statuses"
-            );
+    let mut leadership = Leadership::new(&ctx, stop);
+    while let Some(term) = leadership.next_term().await {
+        tracing::info!(
+            term,
+            "status writer: leading, writing ScheduledJob statuses"
+        );
+        let end = {
             let writing = Term::new(&ctx, &kube, &mut memory).run();
             tokio::pin!(writing);
-            loop {
-                tokio::select! {
-                    // It loops until dropped; were it ever to return, start a new one.
-                    _ = &mut writing => break,
-                    r = metrics.changed() => if r.is_err() { return },
-                    _ = crate::node::stopped(&mut stop) => return,
-                }
-                let m = metrics.borrow_and_update().clone();
-                if m.current_term != term || m.current_leader != Some(m.id) {
-                    break;
-                }
+            tokio::select! {
+                // It loops until dropped; were it ever to return, start a new one.
+                _ = &mut writing => TermEnd::Ended,
+                end = leadership.term_over(term) => end,
             }
-            tracing::info!(term, "status writer: leadership ended, stopped writing");
-            ctx.metrics.status_pending.set(0);
-            continue;
+        };
+        ctx.metrics.status_pending.set(0);
+        if end == TermEnd::Stopping {
+            return;
         }
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
-            _ = crate::node::stopped(&mut stop) => return,
-        }
+        tracing::info!(term, "status writer: leadership ended, stopped writing");
     }
 }
 

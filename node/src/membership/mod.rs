@@ -6,34 +6,70 @@
 //! data dir was wiped): the old member is removed first, then the new one is
 //! added. The cluster runs with one voter fewer in between.
 
+pub mod bootstrap;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use tonic::Status;
 
-use crate::node::NodeCtx;
+use crate::ctx::NodeCtx;
 use crate::pb::raft::NodeInfoRequest;
 use crate::pb::raft::raft_service_client::RaftServiceClient;
 use crate::raft::types::{Member, NodeId};
 use crate::raft::{ProposeError, write_error};
 
+/// Why a membership change or a leadership transfer was not made. The
+/// gRPC layer maps each to a status once (`api::membership_status`).
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// A request field is wrong; the message names it.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The node to add did not answer.
+    #[error("the node at {addr} does not answer: {message}")]
+    Unreachable { addr: String, message: String },
+    #[error("cannot remove the last voter")]
+    LastVoter,
+    #[error("no other voter to transfer leadership to")]
+    NoOtherVoter,
+    #[error("leadership transfer failed: {0}")]
+    Transfer(String),
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+}
+
 /// Asks the node at `addr` who it is.
-pub async fn probe(ctx: &NodeCtx, addr: &str) -> Result<crate::pb::raft::NodeInfoReply, Status> {
+pub async fn probe(
+    ctx: &NodeCtx,
+    addr: &str,
+) -> Result<crate::pb::raft::NodeInfoReply, MembershipError> {
     let channel = ctx
         .dialer
         .channel(addr)
-        .map_err(|e| Status::invalid_argument(format!("addr {addr:?}: {e}")))?;
+        .map_err(|e| MembershipError::Invalid {
+            field: "addr",
+            message: format!("{addr:?}: {e}"),
+        })?;
     let mut req = tonic::Request::new(NodeInfoRequest {});
     req.set_timeout(Duration::from_secs(2));
-    Ok(RaftServiceClient::new(channel)
+    RaftServiceClient::new(channel)
         .node_info(req)
-        .await?
-        .into_inner())
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| MembershipError::Unreachable {
+            addr: addr.to_string(),
+            message: s.message().to_string(),
+        })
 }
 
-pub fn propose_status(e: ProposeError) -> Status {
-    crate::api::propose_status(e)
+fn change_error(
+    e: crate::raft::types::RaftError<crate::raft::types::ClientWriteError>,
+) -> MembershipError {
+    MembershipError::Propose(write_error(e))
 }
 
 /// Waits (at most 5 s) until the membership is a single (not joint)
@@ -67,17 +103,20 @@ pub async fn add_member(
     addr: &str,
     uid: &str,
     voter: bool,
-) -> Result<(), Status> {
+) -> Result<(), MembershipError> {
     if id == 0 {
-        return Err(Status::invalid_argument("id: must be a positive integer"));
+        return Err(MembershipError::Invalid {
+            field: "id",
+            message: "must be a positive integer".into(),
+        });
     }
     let uid = if uid.is_empty() {
         let info = probe(ctx, addr).await?;
         if info.id != id {
-            return Err(Status::invalid_argument(format!(
-                "the node at {addr} is node {}, not node {id}",
-                info.id
-            )));
+            return Err(MembershipError::Invalid {
+                field: "id",
+                message: format!("the node at {addr} is node {}, not node {id}", info.id),
+            });
         }
         info.uid
     } else {
@@ -101,7 +140,7 @@ pub async fn add_member(
                         true,
                     )
                     .await
-                    .map_err(|e| propose_status(write_error(e)))?;
+                    .map_err(change_error)?;
             }
             if voter && !voters.contains(&id) {
                 promote(ctx, id).await?;
@@ -117,7 +156,7 @@ pub async fn add_member(
     ctx.raft
         .add_learner(id, member, true)
         .await
-        .map_err(|e| propose_status(write_error(e)))?;
+        .map_err(change_error)?;
     tracing::info!(id, addr, "learner added and caught up");
     if voter {
         promote(ctx, id).await?;
@@ -125,18 +164,18 @@ pub async fn add_member(
     Ok(())
 }
 
-async fn promote(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
+async fn promote(ctx: &NodeCtx, id: NodeId) -> Result<(), MembershipError> {
     ctx.raft
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
         .await
-        .map_err(|e| propose_status(write_error(e)))?;
+        .map_err(change_error)?;
     settle(ctx).await;
     tracing::info!(id, "promoted to voter");
     Ok(())
 }
 
 /// Removes node `id` from the membership altogether.
-pub async fn remove_member(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
+pub async fn remove_member(ctx: &NodeCtx, id: NodeId) -> Result<(), MembershipError> {
     settle(ctx).await;
     let metrics = crate::raft::metrics(&ctx.raft);
     let membership = metrics.membership_config.membership();
@@ -146,7 +185,7 @@ pub async fn remove_member(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let change = if voters.contains(&id) {
         if voters.len() == 1 {
-            return Err(Status::failed_precondition("cannot remove the last voter"));
+            return Err(MembershipError::LastVoter);
         }
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))
     } else {
@@ -155,8 +194,47 @@ pub async fn remove_member(ctx: &NodeCtx, id: NodeId) -> Result<(), Status> {
     ctx.raft
         .change_membership(change, false)
         .await
-        .map_err(|e| propose_status(write_error(e)))?;
+        .map_err(change_error)?;
     settle(ctx).await;
     tracing::info!(id, "member removed");
     Ok(())
+}
+
+/// Hands leadership to `to` (0: the most up-to-date other voter) and waits
+/// until a new leader is known.
+pub async fn transfer_leadership(
+    ctx: &NodeCtx,
+    to: NodeId,
+) -> Result<Option<NodeId>, MembershipError> {
+    let m = crate::raft::metrics(&ctx.raft);
+    if m.current_leader != Some(ctx.identity.id) {
+        return Err(ProposeError::NotLeader {
+            leader: m
+                .current_leader
+                .map(|id| (id, m.membership_config.membership().get_node(&id).cloned())),
+        }
+        .into());
+    }
+    let target = if to != 0 {
+        to
+    } else {
+        crate::raft::most_caught_up_other_voter(&m).ok_or(MembershipError::NoOtherVoter)?
+    };
+    ctx.raft
+        .trigger()
+        .transfer_leader(target)
+        .await
+        .map_err(|e| MembershipError::Transfer(e.to_string()))?;
+    use openraft::type_config::async_runtime::watch::WatchReceiver;
+    let mut rx = ctx.raft.metrics();
+    let me = ctx.identity.id;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(3),
+        rx.wait_until(move |m| m.current_leader.is_some_and(|l| l != me)),
+    )
+    .await;
+    match waited {
+        Ok(Ok(m)) => Ok(m.current_leader),
+        _ => Ok(crate::raft::metrics(&ctx.raft).current_leader),
+    }
 }

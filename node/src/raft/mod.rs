@@ -166,6 +166,21 @@ pub fn write_error(e: RaftError<ClientWriteError>) -> ProposeError {
     }
 }
 
+/// The other voter furthest along in replication (by the leader's view of
+/// it): the one that can take over leadership soonest.
+pub fn most_caught_up_other_voter(m: &types::RaftMetrics) -> Option<NodeId> {
+    let matched = |id: &NodeId| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+    };
+    m.membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != m.id)
+        .max_by_key(|id| matched(id).map(|l| l.index))
+}
+
 /// A copy of openraft's current metrics.
 pub fn metrics(raft: &Raft) -> types::RaftMetrics {
     use openraft::type_config::async_runtime::watch::WatchReceiver;

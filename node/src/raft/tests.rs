@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::types::LeaderId;
 use super::{ProposeError, propose_as};
-use crate::node::{Node, NodeConfig};
+use crate::ctx::NodeConfig;
+use crate::node::Node;
 use crate::sm::{Command, Response, UpsertOutcome, UpsertSchedule};
 
 async fn single_node(dir: &std::path::Path) -> Node {

@@ -51,6 +51,8 @@ pub type Snapshot = openraft::Snapshot<LeaderId, NodeId, Member, SnapshotData>;
 pub type SnapshotData = Vec<u8>;
 pub type LogState = openraft::LogState<TypeConfig>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+/// A watch of [`RaftMetrics`] (`Raft::metrics()`).
+pub type MetricsWatch = openraft::type_config::alias::WatchReceiverOf<TypeConfig, RaftMetrics>;
 pub type IOFlushed = openraft::storage::IOFlushed<TypeConfig>;
 pub type EntryResponder = openraft::storage::EntryResponder<TypeConfig>;
 

@@ -1,28 +1,27 @@
 //! The fire loop of one leadership term.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ReadPolicy;
-use raftcron_crds::ScheduledJobSpec;
 use raftcron_crds::schedule::Schedule;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::due::{Basis, DueIndex};
+use super::firer::{Aborted, Armed, Done, Firer, StartTask, fire_lease};
+use super::parsed::ParsedSchedules;
 use super::plan::{self, PlanSettings, StartDecision};
 use super::recorder::Recorder;
 use crate::clock::{now_ms, now_us};
-use crate::exec::{Attempt, Executors, Outcome};
-use crate::node::NodeCtx;
+use crate::ctx::NodeCtx;
+use crate::exec::{Attempt, Executors};
 use crate::raft::types::LeaderId;
 use crate::raft::{ProposeError, propose_as};
 use crate::sm::{Command, Millis, Response, RunEvent, RunRef, ScheduleRecord};
 use crate::store::feed::Dirty;
 
-/// Wake this long before a start instant and spin the rest: tokio's timer
-/// alone wakes up to a millisecond late.
-const SPIN_US: i64 = 1_500;
 /// Starts are decided and their tasks spawned this long before the instant
 /// (arming a thousand starts takes a few milliseconds). A concurrency-policy
 /// decision is therefore up to this much older than the start it governs.
@@ -34,160 +33,12 @@ const MAX_DONE_PER_TURN: usize = 4096;
 /// Largest claim entry; a bigger batch is split.
 const MAX_CLAIMS_PER_ENTRY: usize = 20_000;
 
-/// Attempts prepared for one instant.
-struct Armed {
+/// A start waiting in the queue for its time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct StartKey {
     at: Millis,
-    starts: Vec<StartTask>,
-}
-
-/// One prepared attempt: everything decided, waiting to be launched.
-struct StartTask {
-    ctx: Arc<NodeCtx>,
-    executors: Arc<Executors>,
-    recorder: Recorder,
-    done_tx: mpsc::UnboundedSender<Done>,
-    first: bool,
-    attempt: Attempt,
-    uid: String,
-    spec: Arc<ScheduledJobSpec>,
-    token: CancellationToken,
-}
-
-impl StartTask {
-    /// Records the start and spawns the action. This is the moment the
-    /// attempt starts, and what the lateness metric measures.
-    fn launch(self) {
-        let started_us = now_us();
-        if self.first {
-            let late = (started_us - self.attempt.scheduled_ms * 1000).max(0) as f64 / 1e6;
-            self.ctx.metrics.fire_lateness.observe(late);
-        } else {
-            self.ctx.metrics.retries.inc();
-        }
-        self.recorder.record(RunEvent::Started {
-            run: RunRef {
-                uid: self.uid.clone(),
-                run_id: self.attempt.run_id.clone(),
-            },
-            attempt: self.attempt.attempt,
-            at: started_us / 1000,
-        });
-        tokio::spawn(async move {
-            let outcome = self
-                .executors
-                .run(&self.spec, &self.attempt, self.token.clone())
-                .await;
-            if self.token.is_cancelled() {
-                return; // replaced, deleted or leadership moved: not ours to record
-            }
-            let _ = self.done_tx.send(Done {
-                uid: self.uid,
-                run_id: self.attempt.run_id,
-                attempt: self.attempt.attempt,
-                outcome,
-                at: now_ms(),
-            });
-        });
-    }
-}
-
-/// Launches armed attempts at their instants. A task of its own, so that
-/// work in the main loop (refreshing after a large apply, planning claims)
-/// never delays a start.
-struct Firer {
-    ctx: Arc<NodeCtx>,
-    term: u64,
-    lease: Duration,
-    aborted: mpsc::UnboundedSender<(String, String, u32)>,
-}
-
-impl Firer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Armed>, cancel: CancellationToken) {
-        let mut armed: BTreeMap<Millis, Vec<StartTask>> = BTreeMap::new();
-        loop {
-            let wake = armed.keys().next().map(|at| {
-                let wait_us = at * 1000 - SPIN_US - now_us();
-                tokio::time::Instant::now() + Duration::from_micros(wait_us.max(0) as u64)
-            });
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return,
-                a = rx.recv() => match a {
-                    Some(a) => { armed.entry(a.at).or_default().extend(a.starts); continue }
-                    None => return,
-                },
-                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
-            }
-            let Some(&first) = armed.keys().next() else {
-                continue;
-            };
-            // The timer wakes up to a millisecond late; spin the rest of the way.
-            while now_us() < first * 1000 {
-                std::hint::spin_loop();
-            }
-            let go = self.lease_valid();
-            let now = now_ms();
-            while let Some(entry) = armed.first_entry() {
-                if *entry.key() > now {
-                    break;
-                }
-                for start in entry.remove() {
-                    if go && !start.token.is_cancelled() {
-                        start.launch();
-                    } else if !go {
-                        // No quorum contact within the lease: another node may be
-                        // taking over, so nothing starts. The main loop requeues;
-                        // the term ends if leadership is lost.
-                        let _ = self.aborted.send((
-                            start.uid,
-                            start.attempt.run_id,
-                            start.attempt.attempt,
-                        ));
-                    }
-                }
-            }
-        }
-    }
-
-    /// openraft refreshes the quorum-acknowledged time only when a follower
-    /// answers, so a one-voter cluster's lease would lapse right after its
-    /// election; with no other voter, no other leader can exist.
-    fn sole_voter(&self) -> bool {
-        let m = crate::raft::metrics(&self.ctx.raft);
-        let mut voters = m.membership_config.membership().voter_ids();
-        voters.next() == Some(self.ctx.identity.id) && voters.next().is_none()
-    }
-
-    fn lease_valid(&self) -> bool {
-        use openraft::Instant as _;
-        match self.ctx.raft.as_leader() {
-            Ok(l) => {
-                l.leader_id().term == self.term
-                    && (l
-                        .last_quorum_acked()
-                        .is_some_and(|t| t.elapsed() < self.lease)
-                        || self.sole_voter())
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-/// How long after a quorum acknowledged it the leader may still start
-/// attempts.
-///
-/// A successor is elected only after some voter that acknowledged us let its
-/// election timer run out: at least `election_min` after our acknowledged
-/// send. The successor writes off claimed fires before its takeover less
-/// `max_skew` (`plan::takeover`) and assumes later ones never started. So
-/// every start of ours must fall before `send + election_min - max_skew`;
-/// the lease ends 50 ms earlier still, for scheduling delays between the
-/// lease check and the start. (80 % of `election_min` was used before; with
-/// a 250 ms timeout and 50 ms skew that left no margin, and the fault
-/// harness saw an attempt run twice.)
-pub fn fire_lease(election_min: Duration, max_skew: Duration) -> Duration {
-    const MARGIN: Duration = Duration::from_millis(50);
-    election_min.saturating_sub(max_skew + MARGIN)
+    run_id: String,
+    attempt: u32,
 }
 
 /// A claim entry that did not apply, and the schedules it was for.
@@ -196,39 +47,24 @@ struct ClaimFailed {
     uids: Vec<String>,
 }
 
-struct Done {
-    uid: String,
-    run_id: String,
-    attempt: u32,
-    outcome: Outcome,
-    at: Millis,
-}
-
 pub struct LeaderTerm {
     ctx: Arc<NodeCtx>,
     term: u64,
     executors: Arc<Executors>,
     cancel: CancellationToken,
     settings: PlanSettings,
-    /// Parsed schedules by (expression, time zone), shared by every schedule
-    /// with the same pair and bounded: a parsed cron holds ~5 KB (croner
-    /// keeps a bitmap of years up to 5000), too much to keep per schedule.
-    parsed: HashMap<(String, Option<String>), Arc<Schedule>>,
+    /// Shared by every schedule with the same expression and time zone.
+    parsed: ParsedSchedules,
     /// Next claimable instant per schedule.
-    due: BTreeSet<(Millis, String)>,
-    due_of: HashMap<String, Millis>,
-    /// Starts waiting for their time: (at, run id, attempt) → uid.
-    queue: BTreeMap<(Millis, String, u32), String>,
+    due: DueIndex,
+    /// Starts waiting for their time.
+    queue: BTreeMap<StartKey, String>,
     /// Hands armed gates to the firer task.
     arm_tx: mpsc::UnboundedSender<Armed>,
     arm_rx: Option<mpsc::UnboundedReceiver<Armed>>,
     /// Starts the firer could not open (no lease), to requeue.
-    aborted_tx: mpsc::UnboundedSender<(String, String, u32)>,
-    aborted_rx: mpsc::UnboundedReceiver<(String, String, u32)>,
-    /// What the due entry of a schedule was computed from: (generation,
-    /// claimed_through, suspend). Run transitions leave it unchanged, so
-    /// they do not cost a next-fire computation.
-    due_basis: HashMap<String, (i64, Millis, bool)>,
+    aborted_tx: mpsc::UnboundedSender<Aborted>,
+    aborted_rx: mpsc::UnboundedReceiver<Aborted>,
     /// Attempts executing here: run id → (attempt, cancel).
     running: HashMap<String, (u32, CancellationToken)>,
     /// Attempts launched in this term whose start the applied state does not
@@ -265,15 +101,13 @@ impl LeaderTerm {
             executors,
             cancel,
             settings,
-            parsed: HashMap::new(),
-            due: BTreeSet::new(),
-            due_of: HashMap::new(),
+            parsed: ParsedSchedules::new(PARSED_CACHE),
+            due: DueIndex::default(),
             queue: BTreeMap::new(),
             arm_tx,
             arm_rx: Some(arm_rx),
             aborted_tx,
             aborted_rx,
-            due_basis: HashMap::new(),
             running: HashMap::new(),
             launched: HashMap::new(),
             done_tx,
@@ -353,12 +187,12 @@ impl LeaderTerm {
                         self.finished(d, &recorder);
                     }
                 }
-                Some((uid, run_id, attempt)) = self.aborted_rx.recv() => {
+                Some(Aborted { uid, run_id, attempt }) = self.aborted_rx.recv() => {
                     self.running.remove(&run_id);
                     if let Some(m) = self.launched.get_mut(&uid) {
                         m.remove(&run_id);
                     }
-                    self.queue.insert((now_ms() + 5, run_id, attempt), uid);
+                    self.queue.insert(StartKey { at: now_ms() + 5, run_id, attempt }, uid);
                 }
                 Some(failed) = claim_err_rx.recv() => {
                     if !self.still_leading() {
@@ -456,26 +290,14 @@ impl LeaderTerm {
     }
 
     fn parsed_for(&mut self, s: &ScheduleRecord) -> Option<Arc<Schedule>> {
-        let key = (s.spec.schedule.clone(), s.spec.time_zone.clone());
-        if let Some(p) = self.parsed.get(&key) {
-            return Some(p.clone());
+        let p = self
+            .parsed
+            .get(&s.spec.schedule, s.spec.time_zone.as_deref());
+        if p.is_none() {
+            // Validated on the way in; only a grammar change between releases gets here.
+            tracing::error!(schedule = %s.key(), "unparseable schedule is not fired");
         }
-        match Schedule::parse(&s.spec.schedule, s.spec.time_zone.as_deref()) {
-            Ok(p) => {
-                let p = Arc::new(p);
-                if self.parsed.len() >= PARSED_CACHE {
-                    // Cheaper than LRU bookkeeping; re-parsing costs microseconds.
-                    self.parsed.clear();
-                }
-                self.parsed.insert(key, p.clone());
-                Some(p)
-            }
-            Err(e) => {
-                // Validated on the way in; only a grammar change between releases gets here.
-                tracing::error!(schedule = %s.key(), error = %e, "unparseable schedule is not fired");
-                None
-            }
-        }
+        p
     }
 
     fn refresh(&mut self, dirty: Dirty) {
@@ -483,8 +305,6 @@ impl LeaderTerm {
         let d = ctx.sm.read();
         if dirty.all {
             self.due.clear();
-            self.due_of.clear();
-            self.due_basis.clear();
             for s in d.state.schedules() {
                 self.update(s);
             }
@@ -502,27 +322,16 @@ impl LeaderTerm {
     }
 
     fn forget(&mut self, uid: &str) {
-        self.due_basis.remove(uid);
+        self.due.forget(uid);
         self.launched.remove(uid);
-        if let Some(at) = self.due_of.remove(uid) {
-            self.due.remove(&(at, uid.to_string()));
-        }
     }
 
     /// Re-reads one schedule: its next claimable instant and its pending starts.
     fn update(&mut self, s: &ScheduleRecord) {
-        let basis = (s.generation, s.claimed_through, s.spec.suspend);
-        if self.due_basis.get(&s.uid) != Some(&basis) {
-            self.due_basis.insert(s.uid.clone(), basis);
-            if let Some(at) = self.due_of.remove(&s.uid) {
-                self.due.remove(&(at, s.uid.clone()));
-            }
-            if let Some(p) = self.parsed_for(s)
-                && let Some(next) = plan::next_claimable(s, &p)
-            {
-                self.due.insert((next, s.uid.clone()));
-                self.due_of.insert(s.uid.clone(), next);
-            }
+        let basis = Basis::of(s);
+        if !self.due.is_current(&s.uid, &basis) {
+            let next = self.parsed_for(s).and_then(|p| plan::next_claimable(s, &p));
+            self.due.set(&s.uid, basis, next);
         }
         if let Some(m) = self.launched.get_mut(&s.uid) {
             // Keep only launches the applied state does not show yet.
@@ -539,8 +348,14 @@ impl LeaderTerm {
                     .is_none_or(|(a, _)| *a < p.attempt)
                 && !self.was_launched(&s.uid, &run.run_id, p.attempt)
             {
-                self.queue
-                    .insert((p.at, run.run_id.clone(), p.attempt), s.uid.clone());
+                self.queue.insert(
+                    StartKey {
+                        at: p.at,
+                        run_id: run.run_id.clone(),
+                        attempt: p.attempt,
+                    },
+                    s.uid.clone(),
+                );
             }
         }
     }
@@ -561,7 +376,7 @@ impl LeaderTerm {
             ..Dirty::default()
         };
         for uid in &dirty.uids {
-            self.due_basis.remove(uid);
+            self.due.invalidate(uid);
         }
         self.refresh(dirty);
     }
@@ -583,12 +398,7 @@ impl LeaderTerm {
         {
             let ctx = self.ctx.clone();
             let d = ctx.sm.read();
-            while let Some((at, uid)) = self.due.first().cloned() {
-                if at > horizon {
-                    break;
-                }
-                self.due.pop_first();
-                self.due_of.remove(&uid);
+            while let Some((at, uid)) = self.due.pop_due(horizon) {
                 let Some(s) = d.state.get_by_uid(&uid) else {
                     continue;
                 };
@@ -599,7 +409,13 @@ impl LeaderTerm {
                 let Some(p) = self.parsed_for(s) else {
                     continue;
                 };
-                fires.extend(plan::claims(s, &p, now, &self.settings, self.downtime_until));
+                fires.extend(plan::claims(
+                    s,
+                    &p,
+                    now,
+                    &self.settings,
+                    self.downtime_until,
+                ));
             }
         }
         if !held.is_empty() {
@@ -608,8 +424,7 @@ impl LeaderTerm {
         }
         // Considered again on the next pass.
         for (at, uid) in held {
-            self.due_of.insert(uid.clone(), at);
-            self.due.insert((at, uid));
+            self.due.put_back(at, uid);
         }
         if fires.is_empty() {
             return;
@@ -652,7 +467,7 @@ impl LeaderTerm {
     }
 
     fn next_wake(&self) -> Option<tokio::time::Instant> {
-        let at_us = self.queue.first_key_value()?.0.0 * 1000 - ARM_US;
+        let at_us = self.queue.first_key_value()?.0.at * 1000 - ARM_US;
         let wait_us = at_us - now_us();
         Some(tokio::time::Instant::now() + Duration::from_micros(wait_us.max(0) as u64))
     }
@@ -667,10 +482,17 @@ impl LeaderTerm {
         let horizon = (now_us() + ARM_US) / 1000;
         let mut due = Vec::new();
         while let Some(entry) = self.queue.first_entry() {
-            if entry.key().0 > horizon {
+            if entry.key().at > horizon {
                 break;
             }
-            let ((at, run_id, attempt), uid) = entry.remove_entry();
+            let (
+                StartKey {
+                    at,
+                    run_id,
+                    attempt,
+                },
+                uid,
+            ) = entry.remove_entry();
             due.push((at, uid, run_id, attempt));
         }
         if due.is_empty() {

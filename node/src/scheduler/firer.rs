@@ -1,0 +1,199 @@
+//! The firer: launches the attempts the fire loop armed, at their instants,
+//! after one lease check per instant. A task of its own, so that work in
+//! the fire loop (refreshing after a large apply, planning claims) never
+//! delays a start.
+//!
+//! ```text
+//!  fire loop ──Armed{at, starts}──► Firer ──at the instant, lease ok──► StartTask::launch ──► executors
+//!      ▲                                  └──no lease──► Aborted ──────────────────────────┐
+//!      └──────────────────── Done (attempt finished) ◄── executors ◄──────────────────────┘ (requeued)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftcron_crds::ScheduledJobSpec;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::recorder::Recorder;
+use crate::clock::{now_ms, now_us};
+use crate::ctx::NodeCtx;
+use crate::exec::{Attempt, Executors, Outcome};
+use crate::sm::{Millis, RunEvent, RunRef};
+
+/// Wake this long before a start instant and spin the rest: tokio's timer
+/// alone wakes up to a millisecond late.
+const SPIN_US: i64 = 1_500;
+
+/// Attempts prepared for one instant.
+pub(super) struct Armed {
+    pub at: Millis,
+    pub starts: Vec<StartTask>,
+}
+
+/// One prepared attempt: everything decided, waiting to be launched.
+pub(super) struct StartTask {
+    pub ctx: Arc<NodeCtx>,
+    pub executors: Arc<Executors>,
+    pub recorder: Recorder,
+    pub done_tx: mpsc::UnboundedSender<Done>,
+    /// The run's first attempt: its start is what the lateness metric measures.
+    pub first: bool,
+    pub attempt: Attempt,
+    pub uid: String,
+    pub spec: Arc<ScheduledJobSpec>,
+    pub token: CancellationToken,
+}
+
+impl StartTask {
+    /// Records the start and spawns the action. This is the moment the
+    /// attempt starts, and what the lateness metric measures.
+    fn launch(self) {
+        let started_us = now_us();
+        if self.first {
+            let late = (started_us - self.attempt.scheduled_ms * 1000).max(0) as f64 / 1e6;
+            self.ctx.metrics.fire_lateness.observe(late);
+        } else {
+            self.ctx.metrics.retries.inc();
+        }
+        self.recorder.record(RunEvent::Started {
+            run: RunRef {
+                uid: self.uid.clone(),
+                run_id: self.attempt.run_id.clone(),
+            },
+            attempt: self.attempt.attempt,
+            at: started_us / 1000,
+        });
+        tokio::spawn(async move {
+            let outcome = self
+                .executors
+                .run(&self.spec, &self.attempt, self.token.clone())
+                .await;
+            if self.token.is_cancelled() {
+                return; // replaced, deleted or leadership moved: not ours to record
+            }
+            let _ = self.done_tx.send(Done {
+                uid: self.uid,
+                run_id: self.attempt.run_id,
+                attempt: self.attempt.attempt,
+                outcome,
+                at: now_ms(),
+            });
+        });
+    }
+}
+
+/// Launches armed attempts at their instants.
+pub(super) struct Firer {
+    pub ctx: Arc<NodeCtx>,
+    pub term: u64,
+    pub lease: Duration,
+    pub aborted: mpsc::UnboundedSender<Aborted>,
+}
+
+impl Firer {
+    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Armed>, cancel: CancellationToken) {
+        let mut armed: BTreeMap<Millis, Vec<StartTask>> = BTreeMap::new();
+        loop {
+            let wake = armed.keys().next().map(|at| {
+                let wait_us = at * 1000 - SPIN_US - now_us();
+                tokio::time::Instant::now() + Duration::from_micros(wait_us.max(0) as u64)
+            });
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                a = rx.recv() => match a {
+                    Some(a) => { armed.entry(a.at).or_default().extend(a.starts); continue }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
+            }
+            let Some(&first) = armed.keys().next() else {
+                continue;
+            };
+            // The timer wakes up to a millisecond late; spin the rest of the way.
+            while now_us() < first * 1000 {
+                std::hint::spin_loop();
+            }
+            let go = self.lease_valid();
+            let now = now_ms();
+            while let Some(entry) = armed.first_entry() {
+                if *entry.key() > now {
+                    break;
+                }
+                for start in entry.remove() {
+                    if go && !start.token.is_cancelled() {
+                        start.launch();
+                    } else if !go {
+                        // No quorum contact within the lease: another node may be
+                        // taking over, so nothing starts. The main loop requeues;
+                        // the term ends if leadership is lost.
+                        let _ = self.aborted.send(Aborted {
+                            uid: start.uid,
+                            run_id: start.attempt.run_id,
+                            attempt: start.attempt.attempt,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// openraft refreshes the quorum-acknowledged time only when a follower
+    /// answers, so a one-voter cluster's lease would lapse right after its
+    /// election; with no other voter, no other leader can exist.
+    fn sole_voter(&self) -> bool {
+        let m = crate::raft::metrics(&self.ctx.raft);
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(self.ctx.identity.id) && voters.next().is_none()
+    }
+
+    fn lease_valid(&self) -> bool {
+        use openraft::Instant as _;
+        match self.ctx.raft.as_leader() {
+            Ok(l) => {
+                l.leader_id().term == self.term
+                    && (l
+                        .last_quorum_acked()
+                        .is_some_and(|t| t.elapsed() < self.lease)
+                        || self.sole_voter())
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// How long after a quorum acknowledged it the leader may still start
+/// attempts.
+///
+/// A successor is elected only after some voter that acknowledged us let its
+/// election timer run out: at least `election_min` after our acknowledged
+/// send. The successor writes off claimed fires before its takeover less
+/// `max_skew` (`plan::takeover`) and assumes later ones never started. So
+/// every start of ours must fall before `send + election_min - max_skew`;
+/// the lease ends 50 ms earlier still, for scheduling delays between the
+/// lease check and the start. (80 % of `election_min` was used before; with
+/// a 250 ms timeout and 50 ms skew that left no margin, and the fault
+/// harness saw an attempt run twice.)
+pub fn fire_lease(election_min: Duration, max_skew: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_millis(50);
+    election_min.saturating_sub(max_skew + MARGIN)
+}
+
+/// An attempt that finished here, for the fire loop to record.
+pub(super) struct Done {
+    pub uid: String,
+    pub run_id: String,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub at: Millis,
+}
+
+/// A start the firer did not open (no lease at the instant), to requeue.
+pub(super) struct Aborted {
+    pub uid: String,
+    pub run_id: String,
+    pub attempt: u32,
+}
