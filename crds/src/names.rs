@@ -12,6 +12,24 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// `apiVersion` of the ScheduledJob resource (the `#[kube]` attribute in
+/// `types.rs` derives the same; a test holds the two together).
+pub const API_VERSION: &str = "raftcron.dev/v1alpha1";
+/// `kind` of the resource.
+pub const KIND: &str = "ScheduledJob";
+
+/// The namespace of a ScheduledJob applied without one (from a file, or a
+/// bare `NAME` given to raftcronctl), as kubectl does.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// `namespace`, or [`DEFAULT_NAMESPACE`] when it is unset or empty.
+pub fn namespace_or_default(namespace: Option<&str>) -> &str {
+    match namespace {
+        Some(ns) if !ns.is_empty() => ns,
+        _ => DEFAULT_NAMESPACE,
+    }
+}
+
 /// The operator's finalizer: the schedule leaves the scheduler cluster
 /// before the object leaves the API server.
 pub const FINALIZER: &str = "raftcron.dev/finalizer";
@@ -65,6 +83,18 @@ pub mod label {
     pub const COMPONENT_OPERATOR: &str = "operator";
     /// Value of [`MANAGED_BY`].
     pub const MANAGER: &str = "raftcron-operator";
+
+    /// On each Job a `job` action creates: the ScheduledJob it was created for.
+    pub const SCHEDULEDJOB: &str = "raftcron.dev/scheduledjob";
+    /// On each such Job: the attempt it runs.
+    pub const ATTEMPT: &str = "raftcron.dev/attempt";
+}
+
+/// Annotation keys.
+pub mod annotation {
+    /// On each Job a `job` action creates: the run id (which need not fit a
+    /// label value).
+    pub const RUN_ID: &str = "raftcron.dev/run-id";
 }
 
 /// `result` values of a run (`RunSummary.result`).
@@ -149,6 +179,20 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_api_version_and_kind_are_those_the_resource_derives() {
+        use kube::Resource;
+        assert_eq!(super::API_VERSION, crate::ScheduledJob::api_version(&()));
+        assert_eq!(super::KIND, crate::ScheduledJob::kind(&()));
+    }
+
+    #[test]
+    fn an_unset_or_empty_namespace_is_default() {
+        assert_eq!(super::namespace_or_default(None), "default");
+        assert_eq!(super::namespace_or_default(Some("")), "default");
+        assert_eq!(super::namespace_or_default(Some("billing")), "billing");
+    }
+
     use super::*;
 
     const UID: &str = "6a1f3c2e-9b1d-4f7e-8a2b-0c5d7e9f1a3b";

@@ -135,7 +135,7 @@ pub fn validate_job(job: &ScheduledJob) -> Result<ValidSpec, ValidationErrors> {
     let mut errors = Vec::new();
     match job.metadata.name.as_deref() {
         Some(name) => check_name(
-            job.metadata.namespace.as_deref().unwrap_or("default"),
+            crate::names::namespace_or_default(job.metadata.namespace.as_deref()),
             name,
             &mut errors,
         ),

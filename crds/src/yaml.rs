@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::types::ScheduledJob;
 use crate::validate::validate_job;
 
-const API_VERSION: &str = "raftcron.dev/v1alpha1";
+use crate::names::API_VERSION;
 const KIND: &str = "ScheduledJob";
 
 /// Why a file, or one document of it, could not be loaded.
@@ -359,7 +359,7 @@ fn parse_document(document: &Document, source: &str) -> Result<Option<ScheduledJ
     }
 
     if job.metadata.namespace.is_none() {
-        job.metadata.namespace = Some("default".to_string());
+        job.metadata.namespace = Some(crate::names::DEFAULT_NAMESPACE.to_string());
     }
     if let Err(errors) = validate_job(&job) {
         let mut all = errors.0.iter();

@@ -17,7 +17,7 @@ use raftcron_e2e::{Ledger, wait_for};
 
 fn sj(ns: &str, name: &str, spec: serde_json::Value) -> ScheduledJob {
     serde_json::from_value(serde_json::json!({
-        "apiVersion": "raftcron.dev/v1alpha1", "kind": "ScheduledJob",
+        "apiVersion": raftcron_crds::names::API_VERSION, "kind": raftcron_crds::names::KIND,
         "metadata": {"name": name, "namespace": ns}, "spec": spec,
     }))
     .unwrap()

@@ -116,14 +116,10 @@ pub fn decide(sj: &ScheduledJob, exec_enabled: bool) -> Result<pb::UpsertRequest
             message: "spec.action.exec: exec actions are disabled in this raftcron installation (Helm value nodes.execEnabled)".into(),
         });
     }
-    Ok(pb::UpsertRequest {
-        namespace: sj.namespace().unwrap_or_default(),
-        name: sj.name_any(),
-        uid: sj.uid().unwrap_or_default(),
-        generation: sj.metadata.generation.unwrap_or(0),
-        spec_json: serde_json::to_string(&sj.spec).expect("spec serializes"),
-        kubernetes: true,
-    })
+    Ok(raftcron_node::api::convert::upsert_request(
+        sj,
+        raftcron_node::api::convert::Origin::Kubernetes,
+    ))
 }
 
 /// Pure: the Ready condition to write, keeping the transition time when the
@@ -178,7 +174,7 @@ async fn set_ready(
         return Ok(());
     }
     let patch = json!({
-        "apiVersion": "raftcron.dev/v1alpha1",
+        "apiVersion": raftcron_crds::names::API_VERSION,
         "kind": "ScheduledJob",
         "status": {"observedGeneration": sj.metadata.generation, "conditions": [cond]},
     });

@@ -224,7 +224,7 @@ pub async fn kubernetes_ready(count: usize) -> anyhow::Result<Report> {
     let mut creates = Vec::new();
     for i in 0..count {
         let obj: raftcron_crds::ScheduledJob = serde_json::from_value(json!({
-            "apiVersion": "raftcron.dev/v1alpha1", "kind": "ScheduledJob",
+            "apiVersion": raftcron_crds::names::API_VERSION, "kind": raftcron_crds::names::KIND,
             "metadata": {"name": format!("job-{i:05}"), "namespace": ns.name},
             "spec": {"schedule": "0 0 1 1 *", "action": {"http": {"url": "http://10.0.0.1/"}}},
         }))?;

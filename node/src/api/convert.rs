@@ -42,6 +42,45 @@ pub fn outcome_to_pb(o: UpsertOutcome) -> pb::UpsertOutcome {
     }
 }
 
+/// Where a ScheduledJob handed to the scheduler comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The API server (the operator): its uid and generation; the leader
+    /// writes its status back.
+    Kubernetes,
+    /// A file (`raftcronctl apply`, `local`): a uid derived from
+    /// namespace/name when the document has none, so re-applying updates it.
+    File,
+}
+
+/// The upsert request for a ScheduledJob, the one way operator,
+/// raftcronctl and local mode build it.
+pub fn upsert_request(job: &raftcron_crds::ScheduledJob, origin: Origin) -> pb::UpsertRequest {
+    let namespace =
+        raftcron_crds::names::namespace_or_default(job.metadata.namespace.as_deref()).to_string();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let uid = match (job.metadata.uid.clone(), origin) {
+        (Some(uid), _) => uid,
+        (None, Origin::Kubernetes) => String::new(),
+        (None, Origin::File) => derived_uid(&namespace, &name),
+    };
+    pb::UpsertRequest {
+        uid,
+        generation: job.metadata.generation.unwrap_or(0),
+        spec_json: serde_json::to_string(&job.spec).expect("spec serializes"),
+        namespace,
+        name,
+        kubernetes: origin == Origin::Kubernetes,
+    }
+}
+
+/// The uid a ScheduledJob from a file gets when it has none: stable per
+/// namespace/name, so re-applying updates rather than re-creates.
+pub fn derived_uid(namespace: &str, name: &str) -> String {
+    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6c0f_6d2a_5b1e_4f58_9a3c_2d7e_8b41_c905);
+    uuid::Uuid::new_v5(&NS, format!("{namespace}/{name}").as_bytes()).to_string()
+}
+
 /// The next fire after `now`, or None for a suspended schedule or one that
 /// never fires again.
 pub fn next_fire(spec: &ScheduledJobSpec, now: Millis) -> Option<Millis> {

@@ -72,11 +72,7 @@ fn key_of(r: &Option<pb::ScheduleRef>) -> Result<Key, Status> {
     if r.name.is_empty() {
         return Err(Status::invalid_argument("ref.name: required"));
     }
-    let ns = if r.namespace.is_empty() {
-        "default"
-    } else {
-        &r.namespace
-    };
+    let ns = raftcron_crds::names::namespace_or_default(Some(&r.namespace));
     Ok(Key::new(ns, &r.name))
 }
 

@@ -8,9 +8,10 @@ use super::out;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use crate::api::convert::{Origin, upsert_request};
 use crate::client::Client;
 use crate::pb::scheduler as pb;
-use raftcron_crds::names::rfc3339_ms;
+use raftcron_crds::names::{self, rfc3339_ms};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -112,38 +113,8 @@ pub fn parse_target(s: &str) -> anyhow::Result<(String, String)> {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok((ns.into(), name.into()))
         }
-        None if !s.is_empty() => Ok(("default".into(), s.into())),
+        None if !s.is_empty() => Ok((names::DEFAULT_NAMESPACE.into(), s.into())),
         _ => bail!("{s:?}: expected NAMESPACE/NAME"),
-    }
-}
-
-/// The uid raftcronctl and local mode give a ScheduledJob that has none
-/// (outside Kubernetes): stable per namespace/name, so re-applying updates.
-pub fn derived_uid(namespace: &str, name: &str) -> String {
-    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6c0f_6d2a_5b1e_4f58_9a3c_2d7e_8b41_c905);
-    uuid::Uuid::new_v5(&NS, format!("{namespace}/{name}").as_bytes()).to_string()
-}
-
-/// The upsert request for a parsed ScheduledJob.
-pub fn upsert_request(job: &raftcron_crds::ScheduledJob) -> pb::UpsertRequest {
-    let namespace = job
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = job.metadata.name.clone().unwrap_or_default();
-    pb::UpsertRequest {
-        uid: job
-            .metadata
-            .uid
-            .clone()
-            .unwrap_or_else(|| derived_uid(&namespace, &name)),
-        generation: job.metadata.generation.unwrap_or(0),
-        spec_json: serde_json::to_string(&job.spec).expect("spec serializes"),
-        namespace,
-        name,
-        // Applied from a file: no Kubernetes object to write status to.
-        kubernetes: false,
     }
 }
 
@@ -337,7 +308,10 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             if jobs.is_empty() {
                 bail!("{}: no ScheduledJob documents", file.display());
             }
-            let items: Vec<_> = jobs.iter().map(|(_, j)| upsert_request(j)).collect();
+            let items: Vec<_> = jobs
+                .iter()
+                .map(|(_, j)| upsert_request(j, Origin::File))
+                .collect();
             let mut total = 0;
             for chunk in items.chunks(1000) {
                 let reply = client.upsert_batch(chunk.to_vec()).await.context("apply")?;

@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use raftcron_crds::HttpAction;
-use raftcron_crds::names::{self, header};
+
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
@@ -183,16 +183,7 @@ async fn request_headers(
         value.set_sensitive(secret);
         headers.append(name, value);
     }
-    let raftcron = [
-        (header::RUN_ID, attempt.run_id.clone()),
-        (header::ATTEMPT, attempt.attempt.to_string()),
-        (
-            header::SCHEDULED_TIME,
-            names::rfc3339_ms(attempt.scheduled_ms),
-        ),
-        (header::TERM, attempt.term.to_string()),
-    ];
-    for (name, value) in raftcron {
+    for (name, _, value) in attempt.identity() {
         let name =
             HeaderName::from_bytes(name.as_bytes()).expect("Raftcron header names are valid");
         let value = HeaderValue::from_str(&value)

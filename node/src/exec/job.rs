@@ -27,20 +27,13 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::{Job, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use raftcron_crds::names::{self, env, label};
+use raftcron_crds::names::{self, annotation, label};
 use raftcron_crds::{JobAction, ScheduledJobSpec};
 
 use super::{Attempt, JobRunner, Outcome};
 
 /// `app.kubernetes.io/managed-by` on every Job raftcron creates.
 pub const MANAGED_BY: &str = "raftcron";
-/// Label: the ScheduledJob a Job was created for (see [`scheduledjob_label`]).
-pub const LABEL_SCHEDULEDJOB: &str = "raftcron.dev/scheduledjob";
-/// Label: the attempt number.
-pub const LABEL_ATTEMPT: &str = "raftcron.dev/attempt";
-/// Annotation: the run id (an annotation because a run id of a long uid
-/// need not fit a label value).
-pub const ANNOTATION_RUN_ID: &str = "raftcron.dev/run-id";
 
 /// Longest Job name: the Job controller copies it into the `job-name` label
 /// of its pods, and label values stop at 63 characters.
@@ -93,7 +86,7 @@ pub fn job_name(scheduledjob: &str, run_id: &str, attempt: u32) -> String {
     }
 }
 
-/// Value of [`LABEL_SCHEDULEDJOB`]: the ScheduledJob's name when it fits a
+/// Value of [`label::SCHEDULEDJOB`]: the ScheduledJob's name when it fits a
 /// label value (63 characters), else its first 54 characters and a hash of
 /// the whole name, so two long names sharing a prefix stay apart.
 pub fn scheduledjob_label(scheduledjob: &str) -> String {
@@ -112,18 +105,19 @@ pub fn job_labels(attempt: &Attempt) -> BTreeMap<String, String> {
     BTreeMap::from([
         (label::MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (
-            LABEL_SCHEDULEDJOB.to_string(),
+            label::SCHEDULEDJOB.to_string(),
             scheduledjob_label(&attempt.name),
         ),
-        (LABEL_ATTEMPT.to_string(), attempt.attempt.to_string()),
+        (label::ATTEMPT.to_string(), attempt.attempt.to_string()),
     ])
 }
 
 /// The label selector of every Job made for one ScheduledJob.
 pub fn selector(scheduledjob: &str) -> String {
     format!(
-        "{}={MANAGED_BY},{LABEL_SCHEDULEDJOB}={}",
+        "{}={MANAGED_BY},{}={}",
         label::MANAGED_BY,
+        label::SCHEDULEDJOB,
         scheduledjob_label(scheduledjob)
     )
 }
@@ -135,12 +129,7 @@ fn run_env(attempt: &Attempt) -> [EnvVar; 4] {
         value: Some(value),
         value_from: None,
     };
-    [
-        var(env::RUN_ID, attempt.run_id.clone()),
-        var(env::ATTEMPT, attempt.attempt.to_string()),
-        var(env::SCHEDULED_TIME, names::rfc3339_ms(attempt.scheduled_ms)),
-        var(env::TERM, attempt.term.to_string()),
-    ]
+    attempt.identity().map(|(_, name, value)| var(name, value))
 }
 
 fn add_env(container: &mut Container, vars: &[EnvVar]) {
@@ -164,11 +153,11 @@ pub fn build_job(template: &JobTemplateSpec, attempt: &Attempt) -> Job {
     let mut labels = meta.labels.unwrap_or_default();
     labels.extend(ours.clone());
     let mut annotations = meta.annotations.unwrap_or_default();
-    annotations.insert(ANNOTATION_RUN_ID.to_string(), attempt.run_id.clone());
+    annotations.insert(annotation::RUN_ID.to_string(), attempt.run_id.clone());
     let owner_references = attempt.kubernetes.then(|| {
         vec![OwnerReference {
-            api_version: "raftcron.dev/v1alpha1".into(),
-            kind: "ScheduledJob".into(),
+            api_version: names::API_VERSION.into(),
+            kind: names::KIND.into(),
             name: attempt.name.clone(),
             uid: attempt.uid.clone(),
             controller: Some(true),
@@ -256,12 +245,12 @@ pub fn is_our_job(job: &Job, attempt: &Attempt) -> bool {
     let meta = &job.metadata;
     meta.annotations
         .as_ref()
-        .and_then(|a| a.get(ANNOTATION_RUN_ID))
+        .and_then(|a| a.get(annotation::RUN_ID))
         .is_some_and(|r| *r == attempt.run_id)
         && meta
             .labels
             .as_ref()
-            .and_then(|l| l.get(LABEL_ATTEMPT))
+            .and_then(|l| l.get(label::ATTEMPT))
             .is_some_and(|a| *a == attempt.attempt.to_string())
 }
 
@@ -674,7 +663,7 @@ spec:
         let owner = &meta.owner_references.clone().unwrap_or_default()[0];
         assert_eq!(
             (owner.api_version.as_str(), owner.kind.as_str()),
-            ("raftcron.dev/v1alpha1", "ScheduledJob")
+            (names::API_VERSION, names::KIND)
         );
         assert_eq!(
             (owner.name.as_str(), owner.uid.as_str()),

@@ -46,6 +46,26 @@ pub struct Attempt {
     pub timeout: Duration,
 }
 
+impl Attempt {
+    /// The attempt's identity as every action receives it, built once:
+    /// (header, environment variable, value) for the run id, the attempt,
+    /// the scheduled time (RFC 3339, UTC, milliseconds) and the leader's
+    /// term (the fencing token).
+    pub fn identity(&self) -> [(&'static str, &'static str, String); 4] {
+        use raftcron_crds::names::{env, header, rfc3339_ms};
+        [
+            (header::RUN_ID, env::RUN_ID, self.run_id.clone()),
+            (header::ATTEMPT, env::ATTEMPT, self.attempt.to_string()),
+            (
+                header::SCHEDULED_TIME,
+                env::SCHEDULED_TIME,
+                rfc3339_ms(self.scheduled_ms),
+            ),
+            (header::TERM, env::TERM, self.term.to_string()),
+        ]
+    }
+}
+
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {

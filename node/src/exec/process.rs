@@ -20,7 +20,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use raftcron_crds::ExecAction;
-use raftcron_crds::names::{self, env};
+
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -45,10 +45,7 @@ pub async fn run(action: &ExecAction, attempt: &Attempt) -> Outcome {
     command
         .args(args)
         .envs(action.env.iter().map(|e| (&e.name, &e.value)))
-        .env(env::RUN_ID, &attempt.run_id)
-        .env(env::ATTEMPT, attempt.attempt.to_string())
-        .env(env::SCHEDULED_TIME, names::rfc3339_ms(attempt.scheduled_ms))
-        .env(env::TERM, attempt.term.to_string())
+        .envs(attempt.identity().map(|(_, var, value)| (var, value)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -96,7 +96,7 @@ pub fn apply_body(s: &ScheduleRecord, status: &ScheduledJobStatus) -> serde_json
         map.remove("observedGeneration");
     }
     json!({
-        "apiVersion": "raftcron.dev/v1alpha1",
+        "apiVersion": raftcron_crds::names::API_VERSION,
         "kind": "ScheduledJob",
         "metadata": {"name": s.name, "namespace": s.namespace, "uid": s.uid},
         "status": status,

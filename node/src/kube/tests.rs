@@ -491,7 +491,7 @@ async fn the_leader_writes_run_status_and_failure_events_into_scheduledjobs() ->
             "every-second",
             &PatchParams::apply(raftcron_crds::names::FIELD_MANAGER_OPERATOR).force(),
             &Patch::Apply(json!({
-                "apiVersion": "raftcron.dev/v1alpha1", "kind": "ScheduledJob",
+                "apiVersion": raftcron_crds::names::API_VERSION, "kind": raftcron_crds::names::KIND,
                 "status": {"observedGeneration": 1, "conditions": [{
                     "type": "Ready", "status": "True", "reason": "Registered", "message": "registered",
                     "lastTransitionTime": "2026-11-22T01:30:00Z"}]}

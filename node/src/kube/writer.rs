@@ -165,7 +165,7 @@ pub async fn patch_status(
         return Ok(());
     }
     let withdraw = serde_json::json!({
-        "apiVersion": "raftcron.dev/v1alpha1",
+        "apiVersion": raftcron_crds::names::API_VERSION,
         "kind": "ScheduledJob",
         "metadata": {"name": s.name, "namespace": s.namespace, "uid": uid},
         "status": {},
@@ -446,7 +446,7 @@ impl<'a> Term<'a> {
         // deserves its own (its run id and message).
         let recorder = Recorder::new(self.kube.client.clone(), self.reporter.clone());
         let regarding = ObjectReference {
-            api_version: Some("raftcron.dev/v1alpha1".into()),
+            api_version: Some(raftcron_crds::names::API_VERSION.into()),
             kind: Some("ScheduledJob".into()),
             name: Some(s.name.clone()),
             namespace: Some(s.namespace.clone()),

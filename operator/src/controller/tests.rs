@@ -66,7 +66,7 @@ impl NodeApi for RecordingNodes {
 
 fn job(extra: Value) -> ScheduledJob {
     let mut v = json!({
-        "apiVersion": "raftcron.dev/v1alpha1",
+        "apiVersion": raftcron_crds::names::API_VERSION,
         "kind": "ScheduledJob",
         "metadata": {"name": "report", "namespace": "billing", "uid": "uid-1", "generation": 2, "resourceVersion": "7"},
         "spec": {"schedule": "0 30 2 * * *", "action": {"http": {"url": "http://billing-api:8080/report"}}},
