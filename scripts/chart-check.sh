@@ -101,6 +101,51 @@ for f in files:
 sys.exit(1 if bad else 0)
 PY
 
+# --- images, pull secrets and node RBAC as the values say ---------------------------
+echo "images, pull secrets, node RBAC"
+"$PY" - "$OUT/defaults.yaml" "$OUT/all-on.yaml" "$ALL_ON" <<'PY'
+import sys, yaml
+defaults, all_on, values = sys.argv[1:]
+def docs(f):
+    return [d for d in yaml.safe_load_all(open(f)) if d]
+def cluster_cfg(ds):
+    return next(yaml.safe_load(d["data"]["cluster.yaml"]) for d in ds
+                if d["kind"] == "ConfigMap" and "cluster.yaml" in d.get("data", {}))
+def operator_pod(ds):
+    return next(d for d in ds if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+bad = []
+def want(ok, what):
+    print(f"  {'ok' if ok else 'WRONG'}: {what}")
+    ok or bad.append(what)
+v = yaml.safe_load(open(values))
+d, a = docs(defaults), docs(all_on)
+# Images: repository:appVersion by default, repository@digest when a digest is set.
+want(operator_pod(d)["containers"][0]["image"] == "ghcr.io/raftcron/raftcron-operator:0.1.0", "defaults: operator image repository:appVersion")
+want(cluster_cfg(d)["image"] == "ghcr.io/raftcron/raftcron-node:0.1.0", "defaults: node image repository:appVersion")
+for who, got in (("operator", operator_pod(a)["containers"][0]["image"]), ("nodes", cluster_cfg(a)["image"])):
+    img = v[who]["image"]
+    want(got == f"{img['repository']}@{img['digest']}", f"all-on: {who} image is repository@digest ({got})")
+want("imagePullSecrets" not in cluster_cfg(d), "defaults: no node imagePullSecrets")
+want(cluster_cfg(a).get("imagePullSecrets") == v["nodes"]["imagePullSecrets"], "all-on: nodes.imagePullSecrets reach the operator's cluster config")
+want(operator_pod(a).get("imagePullSecrets") == v["operator"]["imagePullSecrets"], "all-on: operator.imagePullSecrets on the operator pod")
+# Node RBAC: Jobs and Secrets only where granted.
+def grants(ds, resource):
+    node_sa = cluster_cfg(ds)["serviceAccountName"]
+    roles = {x["metadata"]["name"] for x in ds if x["kind"] == "ClusterRole"
+             and any(resource in r["resources"] for r in x["rules"])}
+    where = set()
+    for x in ds:
+        if x["kind"] in ("ClusterRoleBinding", "RoleBinding") and x["roleRef"]["name"] in roles \
+                and any(s["name"] == node_sa for s in x["subjects"]):
+            where.add("*" if x["kind"] == "ClusterRoleBinding" else x["metadata"]["namespace"])
+    return where
+for res in ("jobs", "secrets"):
+    want(grants(d, res) == set(), f"defaults: nodes get no {res} anywhere")
+want(grants(a, "secrets") == {"*"}, "all-on: secrets clusterWide -> one ClusterRoleBinding")
+want(grants(a, "jobs") == set(v["rbac"]["nodes"]["jobs"]["namespaces"]), "all-on: jobs in the listed namespaces -> a RoleBinding each")
+sys.exit(1 if bad else 0)
+PY
+
 # --- the operator accepts the rendered cluster config -----------------------------
 # The operator parses its config before it connects to Kubernetes, so with no
 # cluster reachable a good config ends in "connecting to the Kubernetes API"
@@ -138,6 +183,11 @@ expect_fail "additional properties 'enable' not allowed" --set nodes.tls.enable=
 expect_fail "additional properties 'storageClass' not allowed" --set nodes.storage.storageClass=ssd
 expect_fail "at '/nodes/replicas'" --set nodes.replicas=4
 expect_fail "at '/operator/lease/duration'" --set operator.lease.duration=1.5s
+expect_fail "at '/nodes/image/digest'" --set nodes.image.digest=latest
+expect_fail "at '/nodes/imagePullSecrets/0'" --set 'nodes.imagePullSecrets[0].nam=regcred'
+expect_fail "at '/rbac/nodes/secrets': got boolean, want object" --set rbac.nodes.secrets=true
+expect_fail "at '/rbac/nodes/jobs/namespaces/0'" --set 'rbac.nodes.jobs.namespaces={Not_A_Namespace}'
+expect_fail "rbac.nodes.jobs: set clusterWide or namespaces, not both" --set rbac.nodes.jobs.clusterWide=true --set 'rbac.nodes.jobs.namespaces={batch}'
 expect_fail "at '/nodes/raft/heartbeat'" --set nodes.raft.heartbeat=fast
 expect_fail "at '/nodes/execEnabled'" --set-string nodes.execEnabled=yes
 expect_fail "nodes.tls.secretName is empty" --set nodes.tls.enabled=true

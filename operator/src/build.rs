@@ -163,6 +163,32 @@ pub fn build(cfg: &ClusterConfig, namespace: &str) -> NodeObjects {
     if let Some(class) = &cfg.storage.storage_class_name {
         pvc_spec["storageClassName"] = json!(class);
     }
+    let container = json!({
+        "name": "node",
+        "image": cfg.image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "args": ["run"],
+        "envFrom": [{"configMapRef": {"name": format!("{name}-config")}}],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "RAFTCRON_ADVERTISE", "value": format!("$(POD_NAME).{}.$(POD_NAMESPACE).svc:{}", cfg.headless_name(), cfg.grpc_port)},
+        ],
+        "ports": [
+            {"name": "grpc", "containerPort": cfg.grpc_port},
+            {"name": "http", "containerPort": cfg.http_port},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+        // A leaving leader hands over first, so the next fire is not delayed by an election.
+        "lifecycle": {"preStop": {"exec": {"command": ["/raftcronctl", "--endpoint", format!("127.0.0.1:{}", cfg.grpc_port), "step-down"]}}},
+        "resources": cfg.resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]}
+        },
+        "volumeMounts": volume_mounts,
+    });
     let stateful_set: StatefulSet = typed(json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
@@ -191,32 +217,8 @@ pub fn build(cfg: &ClusterConfig, namespace: &str) -> NodeObjects {
                     "nodeSelector": cfg.node_selector,
                     "tolerations": cfg.tolerations,
                     "priorityClassName": cfg.priority_class_name,
-                    "containers": [{
-                        "name": "node",
-                        "image": cfg.image,
-                        "imagePullPolicy": cfg.image_pull_policy,
-                        "args": ["run"],
-                        "envFrom": [{"configMapRef": {"name": format!("{name}-config")}}],
-                        "env": [
-                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                            {"name": "RAFTCRON_ADVERTISE", "value": format!("$(POD_NAME).{}.$(POD_NAMESPACE).svc:{}", cfg.headless_name(), cfg.grpc_port)},
-                        ],
-                        "ports": [
-                            {"name": "grpc", "containerPort": cfg.grpc_port},
-                            {"name": "http", "containerPort": cfg.http_port},
-                        ],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
-                        // A leaving leader hands over first, so the next fire is not delayed by an election.
-                        "lifecycle": {"preStop": {"exec": {"command": ["/raftcronctl", "--endpoint", format!("127.0.0.1:{}", cfg.grpc_port), "step-down"]}}},
-                        "resources": cfg.resources,
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]}
-                        },
-                        "volumeMounts": volume_mounts,
-                    }],
+                    "imagePullSecrets": (!cfg.image_pull_secrets.is_empty()).then_some(&cfg.image_pull_secrets),
+                    "containers": [container],
                     "volumes": volumes,
                 }
             },

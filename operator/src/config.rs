@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -15,9 +17,13 @@ pub struct ClusterConfig {
     /// Scheduler nodes (Raft voters); 3 or 5 for a quorum that survives one or two failures.
     #[serde(default = "default_replicas")]
     pub replicas: i32,
+    /// `REPO:TAG`, or `REPO@sha256:<hex>` to pin the image by digest.
     pub image: String,
     #[serde(default)]
     pub image_pull_policy: Option<String>,
+    /// Secrets (in the node namespace) with credentials for the image's registry.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
     #[serde(default)]
     pub resources: Option<ResourceRequirements>,
     #[serde(default)]
@@ -160,6 +166,17 @@ pub enum ConfigError {
     },
 }
 
+/// An OCI content digest as registries use them: `sha256:` or `sha512:` and lowercase hex.
+fn is_digest(d: &str) -> bool {
+    let hex =
+        |h: &str, len| h.len() == len && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match d.split_once(':') {
+        Some(("sha256", h)) => hex(h, 64),
+        Some(("sha512", h)) => hex(h, 128),
+        _ => false,
+    }
+}
+
 impl ClusterConfig {
     /// Parses and checks a config file's text; errors name the key.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
@@ -192,6 +209,23 @@ impl ClusterConfig {
         }
         if cfg.image.is_empty() {
             return Err(invalid("image", "must not be empty".into()));
+        }
+        if let Some((_, digest)) = cfg.image.split_once('@')
+            && !is_digest(digest)
+        {
+            return Err(invalid(
+                "image",
+                format!(
+                    "{:?}: after '@' comes a digest, sha256:<64 hex digits> or sha512:<128>",
+                    cfg.image
+                ),
+            ));
+        }
+        if cfg.image_pull_secrets.iter().any(|s| s.name.is_empty()) {
+            return Err(invalid(
+                "imagePullSecrets",
+                "every entry needs a name".into(),
+            ));
         }
         if cfg.name.is_empty()
             || cfg.name.len() > 40

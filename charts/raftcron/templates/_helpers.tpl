@@ -50,8 +50,13 @@ app.kubernetes.io/instance: {{ include "raftcron.fullname" . }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* repository@digest when a digest is set (the tag is then not used), else repository:tag. */}}
 {{- define "raftcron.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* TLS on needs a Secret; checked wherever TLS settings are rendered. */}}

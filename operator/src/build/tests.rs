@@ -132,3 +132,56 @@ fn bad_configs_are_refused_naming_the_key() {
     assert!(err(&format!("{MINIMAL}raft: {{heartbeat: fast, electionTimeoutMin: 1s, electionTimeoutMax: 2s, snapshotEvery: 1}}\n")).contains("raft.heartbeat"));
     assert!(err("replicas: 3\n").contains("image"));
 }
+
+#[test]
+fn node_pods_pull_their_image_with_the_configured_secrets() {
+    let o = build(
+        &cfg(&format!(
+            "{MINIMAL}imagePullSecrets: [{{name: regcred}}, {{name: mirror}}]\n"
+        )),
+        "ns",
+    );
+    let pod = o.stateful_set.spec.template.spec.unwrap();
+    let names: Vec<String> = pod
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["regcred", "mirror"]);
+    let minimal = build(&cfg(MINIMAL), "ns").stateful_set.spec.template.spec;
+    assert_eq!(
+        minimal.unwrap().image_pull_secrets,
+        None,
+        "no secrets: the field is left out"
+    );
+    let err = ClusterConfig::parse(
+        &format!("{MINIMAL}imagePullSecrets: [{{name: \"\"}}]\n"),
+        "c.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("imagePullSecrets"), "{err}");
+}
+
+#[test]
+fn an_image_pinned_by_digest_is_used_as_given_and_a_malformed_digest_is_refused() {
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let image = format!("registry.example.com/raftcron-node@{digest}");
+    let o = build(&cfg(&format!("image: {image}\n")), "ns");
+    let pod = o.stateful_set.spec.template.spec.unwrap();
+    assert_eq!(pod.containers[0].image.as_deref(), Some(image.as_str()));
+    for bad in [
+        "registry.example.com/raftcron-node@sha256:abc",
+        "registry.example.com/raftcron-node@0123",
+        "registry.example.com/raftcron-node@",
+    ] {
+        let err = ClusterConfig::parse(&format!("image: \"{bad}\"\n"), "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.yaml: image:") && err.contains("digest"),
+            "{bad}: {err}"
+        );
+    }
+}
