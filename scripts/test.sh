@@ -35,4 +35,7 @@ cargo test -p raftcron-e2e --locked -- --test-threads=1
 step "Helm chart: lint, render, validate"
 scripts/chart-check.sh
 
+step "alert rules: promtool check rules + test rules (promtool from Debian's prometheus package)"
+scripts/alert-rules-check.sh
+
 step "done"

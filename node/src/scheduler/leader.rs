@@ -258,6 +258,14 @@ impl LeaderTerm {
                 .flat_map(|(s, next)| plan::takeover(s, next, &t))
                 .collect()
         };
+        // What each event ends, judged on the state it applies to.
+        let tallies: Vec<crate::metrics::Tally> = {
+            let d = self.ctx.sm.read();
+            events
+                .iter()
+                .map(|e| crate::metrics::tally(d.state.get_by_uid(&e.run().uid), e))
+                .collect()
+        };
         if events.is_empty() {
             return Ok(());
         }
@@ -278,13 +286,20 @@ impl LeaderTerm {
         );
         // Each write returns once it is applied here, so the start queue the
         // fire loop builds next sees every write-off.
-        for chunk in events.chunks(MAX_CLAIMS_PER_ENTRY) {
+        for (chunk, tallies) in events
+            .chunks(MAX_CLAIMS_PER_ENTRY)
+            .zip(tallies.chunks(MAX_CLAIMS_PER_ENTRY))
+        {
             let cmd = Command::Record {
                 term: self.term,
                 node: self.ctx.identity.id,
                 events: chunk.to_vec(),
             };
-            propose_as(&self.ctx.raft, self.leader_id(), cmd).await?;
+            if let Response::Record(applied) =
+                propose_as(&self.ctx.raft, self.leader_id(), cmd).await?
+            {
+                self.ctx.metrics.count_applied(tallies, &applied);
+            }
         }
         Ok(())
     }
@@ -435,6 +450,16 @@ impl LeaderTerm {
             let rest = fires.split_off(fires.len().min(MAX_CLAIMS_PER_ENTRY));
             let chunk = std::mem::replace(&mut fires, rest);
             let uids: Vec<String> = chunk.iter().map(|f| f.uid.clone()).collect();
+            // Instants claimed as missed end their runs at once: counted
+            // once the claim applies, as many as the range covers.
+            let missed: Vec<u64> = chunk
+                .iter()
+                .map(|f| match f.disposition {
+                    crate::sm::Disposition::Missed { count } => count.max(1),
+                    crate::sm::Disposition::Run => 0,
+                })
+                .collect();
+            let metrics = self.ctx.metrics.clone();
             let cmd = Command::Claim {
                 term: self.term,
                 node: self.ctx.identity.id,
@@ -448,6 +473,18 @@ impl LeaderTerm {
                 let r = match propose_as(&raft, leader, cmd).await {
                     Err(e) => Err(e.to_string()),
                     Ok(Response::Claim(outcomes)) => {
+                        let claimed_missed: u64 = outcomes
+                            .iter()
+                            .zip(&missed)
+                            .filter(|(o, _)| **o == crate::sm::ClaimOutcome::Claimed)
+                            .map(|(_, n)| *n)
+                            .sum();
+                        if claimed_missed > 0 {
+                            metrics
+                                .runs
+                                .with_label_values(&["Missed"])
+                                .inc_by(claimed_missed);
+                        }
                         let dup = outcomes
                             .iter()
                             .filter(|o| **o != crate::sm::ClaimOutcome::Claimed)
