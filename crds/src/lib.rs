@@ -9,10 +9,13 @@
 //!
 //! Types ([`types`]), validation ([`validate`]), the schedule grammar
 //! ([`schedule`]), shared names: condition reasons, label keys, headers, run
-//! ids ([`names`]), and YAML loading for `raftcron-node local` and
-//! `raftcronctl apply -f` ([`yaml`]). No IO, except [`yaml::load_path`]
-//! reading the files it is given: node and operator both build on it.
+//! ids ([`names`]), the bounds the schema and validation share
+//! ([`limits`]), and YAML parsing for `raftcron-node local` and
+//! `raftcronctl apply -f` ([`yaml`]). No IO: the node reads the files and
+//! hands their text to [`yaml::parse_located`]. Node and operator both
+//! build on it.
 
+pub mod limits;
 pub mod names;
 pub mod schedule;
 pub mod types;

@@ -11,7 +11,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::limits;
+use crate::limits;
 
 /// A schedule plus an action, fired exactly once per scheduled instant by the
 /// raftcron scheduler cluster.

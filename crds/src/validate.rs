@@ -22,37 +22,9 @@ use crate::types::{
     ScheduledJobSpec,
 };
 
-/// Bounds shared with the CRD schema in `types.rs`; a test compares them
-/// with the generated CRD.
-pub mod limits {
-    pub const SCHEDULE_MAX_LEN: usize = 256;
-    pub const TIME_ZONE_MAX_LEN: usize = 64;
-    pub const TIMEOUT_SECONDS_MAX: i64 = 604_800;
-    pub const MAX_ATTEMPTS_MAX: u32 = 100;
-    pub const BACKOFF_SECONDS_MAX: f64 = 86_400.0;
-    pub const MULTIPLIER_MAX: f64 = 10.0;
-    pub const HISTORY_LIMIT_MAX: u32 = 100;
-    /// `status.recentRuns` holds at most both history limits' worth of runs.
-    pub const STATUS_RECENT_RUNS_MAX: usize = 2 * HISTORY_LIMIT_MAX as usize;
-    /// `status.active`: runs executing or waiting for a retry. Only
-    /// `concurrencyPolicy: Allow` has more than one; a status listing more
-    /// is refused by the API server.
-    pub const STATUS_ACTIVE_MAX: usize = 1000;
-    /// `status.conditions`, one per type (only `Ready` so far).
-    pub const STATUS_CONDITIONS_MAX: usize = 8;
-    pub const URL_MAX_LEN: usize = 2048;
-    pub const HEADERS_MAX: usize = 64;
-    pub const HEADER_NAME_MAX_LEN: usize = 256;
-    pub const HEADER_VALUE_MAX_LEN: usize = 8192;
-    pub const BODY_MAX_BYTES: usize = 65_536;
-    pub const SUCCESS_CODES_MAX: usize = 64;
-    pub const COMMAND_MAX: usize = 256;
-    pub const ENV_MAX: usize = 128;
-    pub const ENV_NAME_MAX_LEN: usize = 256;
-    pub const SECRET_NAME_MAX_LEN: usize = 253;
-    pub const NAME_MAX_LEN: usize = 253;
-    pub const NAMESPACE_MAX_LEN: usize = 63;
-}
+/// Bounds shared with the CRD schema; kept in [`crate::limits`] and
+/// re-exported here, where callers have always found them.
+pub use crate::limits;
 
 /// One refused field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,11 +196,7 @@ fn check_schedule(spec: &ScheduledJobSpec, errors: &mut Vec<FieldError>) -> Opti
             zone_ok = false;
             errors.push(FieldError::new(
                 "spec.timeZone",
-                format!(
-                    "is {} characters; the limit is {}",
-                    zone.len(),
-                    limits::TIME_ZONE_MAX_LEN
-                ),
+                over_limit("is ", zone.len(), "characters", limits::TIME_ZONE_MAX_LEN),
             ));
         } else if let Err(error) = parse_time_zone(Some(zone)) {
             zone_ok = false;
@@ -238,10 +206,11 @@ fn check_schedule(spec: &ScheduledJobSpec, errors: &mut Vec<FieldError>) -> Opti
     if spec.schedule.len() > limits::SCHEDULE_MAX_LEN {
         errors.push(FieldError::new(
             "spec.schedule",
-            format!(
-                "is {} characters; the limit is {}",
+            over_limit(
+                "is ",
                 spec.schedule.len(),
-                limits::SCHEDULE_MAX_LEN
+                "characters",
+                limits::SCHEDULE_MAX_LEN,
             ),
         ));
         return None;
@@ -374,41 +343,29 @@ fn check_http(http: &HttpAction, errors: &mut Vec<FieldError>) {
     if let Err(message) = check_url(&http.url) {
         errors.push(FieldError::new("spec.action.http.url", message));
     }
-    if let Some(body) = &http.body
-        && body.len() > limits::BODY_MAX_BYTES
-    {
-        errors.push(FieldError::new(
+    if let Some(body) = &http.body {
+        check_count(
+            errors,
             "spec.action.http.body",
-            format!(
-                "body is {} bytes; the limit is {}",
-                body.len(),
-                limits::BODY_MAX_BYTES
-            ),
-        ));
+            ("body is ", body.len(), "bytes"),
+            limits::BODY_MAX_BYTES,
+        );
     }
-    if http.headers.len() > limits::HEADERS_MAX {
-        errors.push(FieldError::new(
-            "spec.action.http.headers",
-            format!(
-                "{} headers; the limit is {}",
-                http.headers.len(),
-                limits::HEADERS_MAX
-            ),
-        ));
-    }
+    check_count(
+        errors,
+        "spec.action.http.headers",
+        ("", http.headers.len(), "headers"),
+        limits::HEADERS_MAX,
+    );
     for (i, header) in http.headers.iter().enumerate() {
         check_header(&format!("spec.action.http.headers[{i}]"), header, errors);
     }
-    if http.success_codes.len() > limits::SUCCESS_CODES_MAX {
-        errors.push(FieldError::new(
-            "spec.action.http.successCodes",
-            format!(
-                "{} codes; the limit is {}",
-                http.success_codes.len(),
-                limits::SUCCESS_CODES_MAX
-            ),
-        ));
-    }
+    check_count(
+        errors,
+        "spec.action.http.successCodes",
+        ("", http.success_codes.len(), "codes"),
+        limits::SUCCESS_CODES_MAX,
+    );
     for (i, code) in http.success_codes.iter().enumerate() {
         if !(100..=599).contains(code) {
             errors.push(FieldError::new(
@@ -421,10 +378,11 @@ fn check_http(http: &HttpAction, errors: &mut Vec<FieldError>) {
 
 fn check_url(text: &str) -> Result<(), String> {
     if text.len() > limits::URL_MAX_LEN {
-        return Err(format!(
-            "URL is {} characters; the limit is {}",
+        return Err(over_limit(
+            "URL is ",
             text.len(),
-            limits::URL_MAX_LEN
+            "characters",
+            limits::URL_MAX_LEN,
         ));
     }
     // The same parser the node's HTTP client uses, so what passes here is
@@ -453,17 +411,8 @@ fn check_url(text: &str) -> Result<(), String> {
 fn check_header(path: &str, header: &HttpHeader, errors: &mut Vec<FieldError>) {
     let name = &header.name;
     let name_field = format!("{path}.name");
-    if name.is_empty() {
-        errors.push(FieldError::new(name_field, "header name is empty"));
-    } else if name.len() > limits::HEADER_NAME_MAX_LEN {
-        errors.push(FieldError::new(
-            name_field,
-            format!(
-                "header name is {} characters; the limit is {}",
-                name.len(),
-                limits::HEADER_NAME_MAX_LEN
-            ),
-        ));
+    if let Err(message) = check_length("header name", name, limits::HEADER_NAME_MAX_LEN) {
+        errors.push(FieldError::new(name_field, message));
     } else if let Some(bad) = name.chars().find(|&c| !is_token_char(c)) {
         errors.push(FieldError::new(
             name_field,
@@ -498,10 +447,11 @@ fn check_header(path: &str, header: &HttpHeader, errors: &mut Vec<FieldError>) {
         if value.len() > limits::HEADER_VALUE_MAX_LEN {
             errors.push(FieldError::new(
                 field,
-                format!(
-                    "header value is {} characters; the limit is {}",
+                over_limit(
+                    "header value is ",
                     value.len(),
-                    limits::HEADER_VALUE_MAX_LEN
+                    "characters",
+                    limits::HEADER_VALUE_MAX_LEN,
                 ),
             ));
         } else if let Some(bad) = value.chars().find(|&c| c.is_control() && c != '\t') {
@@ -523,22 +473,49 @@ fn check_header(path: &str, header: &HttpHeader, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// The one wording of a length or count over its limit:
+/// `{lead}{len} {unit}; the limit is {limit}`, e.g. "header name is 300
+/// characters; the limit is 256" or "70 headers; the limit is 64".
+fn over_limit(lead: &str, len: usize, unit: &str, limit: usize) -> String {
+    format!("{lead}{len} {unit}; the limit is {limit}")
+}
+
+/// Refuses an empty `what` ("header name") or one longer than `limit`.
+fn check_length(what: &str, text: &str, limit: usize) -> Result<(), String> {
+    if text.is_empty() {
+        Err(format!("{what} is empty"))
+    } else if text.len() > limit {
+        Err(over_limit(
+            &format!("{what} is "),
+            text.len(),
+            "characters",
+            limit,
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses `field` when its `(lead, len, unit)` is over `limit`, in
+/// [`over_limit`]'s words.
+fn check_count(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    (lead, len, unit): (&str, usize, &str),
+    limit: usize,
+) {
+    if len > limit {
+        errors.push(FieldError::new(field, over_limit(lead, len, unit, limit)));
+    }
+}
+
 /// RFC 9110 `tchar`: the characters of an HTTP token.
 fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 fn check_secret_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("secret key is empty".to_string());
-    }
-    if key.len() > limits::SECRET_NAME_MAX_LEN {
-        return Err(format!(
-            "secret key is {} characters; the limit is {}",
-            key.len(),
-            limits::SECRET_NAME_MAX_LEN
-        ));
-    }
+    check_length("secret key", key, limits::SECRET_NAME_MAX_LEN)?;
     if let Some(bad) = key
         .chars()
         .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
@@ -562,16 +539,12 @@ fn check_exec(exec: &ExecAction, errors: &mut Vec<FieldError>) {
         )),
         Some(_) => {}
     }
-    if exec.command.len() > limits::COMMAND_MAX {
-        errors.push(FieldError::new(
-            "spec.action.exec.command",
-            format!(
-                "{} arguments; the limit is {}",
-                exec.command.len(),
-                limits::COMMAND_MAX
-            ),
-        ));
-    }
+    check_count(
+        errors,
+        "spec.action.exec.command",
+        ("", exec.command.len(), "arguments"),
+        limits::COMMAND_MAX,
+    );
     // The OS takes C strings: a NUL would cut the argument short at spawn.
     for (i, arg) in exec.command.iter().enumerate() {
         if arg.contains('\0') {
@@ -581,30 +554,17 @@ fn check_exec(exec: &ExecAction, errors: &mut Vec<FieldError>) {
             ));
         }
     }
-    if exec.env.len() > limits::ENV_MAX {
-        errors.push(FieldError::new(
-            "spec.action.exec.env",
-            format!(
-                "{} variables; the limit is {}",
-                exec.env.len(),
-                limits::ENV_MAX
-            ),
-        ));
-    }
+    check_count(
+        errors,
+        "spec.action.exec.env",
+        ("", exec.env.len(), "variables"),
+        limits::ENV_MAX,
+    );
     for (i, var) in exec.env.iter().enumerate() {
         let field = format!("spec.action.exec.env[{i}].name");
         let name = &var.name;
-        if name.is_empty() {
-            errors.push(FieldError::new(field, "variable name is empty"));
-        } else if name.len() > limits::ENV_NAME_MAX_LEN {
-            errors.push(FieldError::new(
-                field,
-                format!(
-                    "variable name is {} characters; the limit is {}",
-                    name.len(),
-                    limits::ENV_NAME_MAX_LEN
-                ),
-            ));
+        if let Err(message) = check_length("variable name", name, limits::ENV_NAME_MAX_LEN) {
+            errors.push(FieldError::new(field, message));
         } else if name.contains('=') || name.contains('\0') {
             errors.push(FieldError::new(
                 field,
@@ -686,10 +646,11 @@ fn check_dns_label(text: &str) -> Result<(), String> {
         return Err("is empty".to_string());
     }
     if text.len() > limits::NAMESPACE_MAX_LEN {
-        return Err(format!(
-            "\"{text}\" is {} characters; the limit is {}",
+        return Err(over_limit(
+            &format!("\"{text}\" is "),
             text.len(),
-            limits::NAMESPACE_MAX_LEN
+            "characters",
+            limits::NAMESPACE_MAX_LEN,
         ));
     }
     if !is_dns_label(text) {
@@ -706,9 +667,11 @@ fn check_dns_subdomain(text: &str, max_len: usize) -> Result<(), String> {
         return Err("is empty".to_string());
     }
     if text.len() > max_len {
-        return Err(format!(
-            "\"{text}\" is {} characters; the limit is {max_len}",
-            text.len()
+        return Err(over_limit(
+            &format!("\"{text}\" is "),
+            text.len(),
+            "characters",
+            max_len,
         ));
     }
     if !text.split('.').all(is_dns_label) {

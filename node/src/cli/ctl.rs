@@ -304,7 +304,7 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
             );
         }
         Command::Apply { file } => {
-            let jobs = raftcron_crds::yaml::load_path(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let jobs = super::yaml_files::load_path(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
             if jobs.is_empty() {
                 bail!("{}: no ScheduledJob documents", file.display());
             }

@@ -73,7 +73,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let mut jobs = Vec::new();
     let mut seen = BTreeMap::new();
     for p in &paths {
-        for (file, job) in raftcron_crds::yaml::load_path(p).map_err(|e| anyhow::anyhow!("{e}"))? {
+        for (file, job) in super::yaml_files::load_path(p).map_err(|e| anyhow::anyhow!("{e}"))? {
             let req = crate::api::convert::upsert_request(&job, crate::api::convert::Origin::File);
             let key = format!("{}/{}", req.namespace, req.name);
             if let Some(prev) = seen.insert(key.clone(), file.clone()) {

@@ -4,6 +4,7 @@
 pub mod ctl;
 pub mod local;
 pub mod run;
+pub mod yaml_files;
 
 use std::process::ExitCode;
 
