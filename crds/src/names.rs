@@ -88,6 +88,10 @@ pub mod label {
     pub const SCHEDULEDJOB: &str = "raftcron.dev/scheduledjob";
     /// On each such Job: the attempt it runs.
     pub const ATTEMPT: &str = "raftcron.dev/attempt";
+
+    /// `"true"` on a pod: the operator's webhook injects the sidecar
+    /// (`raftcron-node sidecar`) into it when it is created.
+    pub const INJECT: &str = "raftcron.dev/inject";
 }
 
 /// Annotation keys.
@@ -95,7 +99,23 @@ pub mod annotation {
     /// On each Job a `job` action creates: the run id (which need not fit a
     /// label value).
     pub const RUN_ID: &str = "raftcron.dev/run-id";
+
+    /// On an injected pod: the app the sidecar attaches for (default: the
+    /// pod's `app.kubernetes.io/name` label).
+    pub const APP: &str = "raftcron.dev/app";
+    /// On an injected pod: the port the app listens on, on loopback (default 8080).
+    pub const APP_PORT: &str = "raftcron.dev/app-port";
+    /// On an injected pod: the most deliveries its sidecar takes at once.
+    pub const CAPACITY: &str = "raftcron.dev/capacity";
+    /// Set by the webhook on every pod labelled for injection:
+    /// `injected`, or `skipped: <reason>`.
+    pub const INJECT_STATUS: &str = "raftcron.dev/inject-status";
 }
+
+/// The audience of the projected ServiceAccount token a sidecar presents
+/// when it attaches (the operator's webhook projects it, the leader checks it
+/// with a TokenReview).
+pub const SIDECAR_TOKEN_AUDIENCE: &str = "raftcron";
 
 /// `result` values of a run (`RunSummary.result`).
 pub mod result {

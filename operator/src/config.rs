@@ -66,6 +66,48 @@ pub struct ClusterConfig {
     pub status_qps: u32,
     #[serde(default)]
     pub log_level: Option<String>,
+    /// What the injection webhook gives the sidecar it adds to app pods.
+    #[serde(default)]
+    pub sidecar: SidecarConfig,
+}
+
+/// The injected sidecar's settings (the image is the node image above).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// Requests and limits of the sidecar container; they add to every
+    /// injected pod's.
+    #[serde(default = "default_sidecar_resources")]
+    pub resources: ResourceRequirements,
+    /// The app's port when the pod has no `raftcron.dev/app-port` annotation.
+    #[serde(default = "default_app_port")]
+    pub default_app_port: u16,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        Self {
+            resources: default_sidecar_resources(),
+            default_app_port: default_app_port(),
+        }
+    }
+}
+
+fn default_sidecar_resources() -> ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q("10m")),
+            ("memory".to_string(), q("32Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), q("64Mi"))])),
+        ..Default::default()
+    }
+}
+
+fn default_app_port() -> u16 {
+    8080
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -249,7 +291,19 @@ impl ClusterConfig {
         ] {
             humantime::parse_duration(d).map_err(|e| invalid(field, format!("{d:?}: {e}")))?;
         }
+        if cfg.sidecar.default_app_port == 0 {
+            return Err(invalid(
+                "sidecar.defaultAppPort",
+                "must be a port, 1-65535".into(),
+            ));
+        }
         Ok(cfg)
+    }
+
+    /// `host:port` of the client Service (every ready node's gRPC port):
+    /// where an injected sidecar first connects; it follows the leader from there.
+    pub fn client_service_addr(&self, namespace: &str) -> String {
+        format!("{}.{namespace}.svc:{}", self.node_name(), self.grpc_port)
     }
 
     pub fn node_name(&self) -> String {

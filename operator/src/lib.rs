@@ -5,7 +5,9 @@
 //!   Lease (one active replica, leadership.rs)
 //!     ├─► ScheduledJob controller: validate → register → Ready (controller.rs)
 //!     └─► node cluster loop: build (pure) → membership → apply (cluster.rs)
-//!   SIGTERM / SIGINT: stop both, release the Lease, exit 0
+//!     └─► webhook certificates and skipped-injection Events (webhook/)
+//!   every replica: sidecar injection webhook, HTTPS /mutate (webhook/)
+//!   SIGTERM / SIGINT: stop the leader's tasks, release the Lease, exit 0
 //!   HTTP: /metrics /healthz /readyz
 //! ```
 
@@ -16,6 +18,7 @@ pub mod controller;
 pub mod leadership;
 pub mod metrics;
 pub mod nodes;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,6 +96,8 @@ pub struct Args {
     /// How often the node cluster is re-applied.
     #[arg(long, env = "RAFTCRON_CLUSTER_RESYNC", default_value = "30s", value_parser = humantime::parse_duration)]
     pub cluster_resync: Duration,
+    #[command(flatten)]
+    pub webhook: webhook::Args,
 }
 
 fn init_logging() {
@@ -120,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tls_cert,
         tls_key,
         cluster_resync,
+        webhook,
     } = args;
     init_logging();
     // Installs the SIGTERM and SIGINT handlers now (its first poll), so a
@@ -158,6 +164,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {http}"))?;
     tokio::spawn(serve_http(listener, metrics.clone()));
+    let webhook =
+        webhook::Webhook::start(webhook, &client, &cfg, &namespace, metrics.clone()).await?;
 
     let elector = leadership::Elector::start(client.clone(), election);
     let mut leading = elector.leading();
@@ -178,6 +186,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 metrics.clone(),
                 identity.clone(),
             )));
+            if let Some(w) = &webhook {
+                running.extend(w.leader_tasks(&client, owner.clone(), identity.clone()));
+            }
             if manage_nodes {
                 running.push(tokio::spawn(run_cluster_loop(
                     client.clone(),
@@ -201,7 +212,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    // Controllers first, then the Lease: never two replicas at work.
+    // Leader tasks first, then the Lease: never two replicas at work.
     stop(&mut running).await;
     metrics.is_leader.set(0);
     elector.release().await;

@@ -1,4 +1,5 @@
-//! Operator metrics: reconcile duration and errors by category.
+//! Operator metrics: reconcile duration and errors by category, and the
+//! sidecar injection webhook's admissions and certificate.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -10,6 +11,10 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub is_leader: IntGauge,
     pub cluster_reconciles: IntCounterVec,
+    /// Pod admissions by outcome: injected, skipped, untouched, invalid.
+    pub webhook_admissions: IntCounterVec,
+    /// Unix time the serving certificate this replica serves expires.
+    pub webhook_cert_expiry: IntGauge,
 }
 
 impl Default for Metrics {
@@ -44,11 +49,29 @@ impl Default for Metrics {
             &["result"],
         )
         .expect("metric");
+        let webhook_admissions = IntCounterVec::new(
+            Opts::new(
+                "raftcron_operator_webhook_admissions_total",
+                "Pod admissions seen by the sidecar injection webhook, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        for outcome in ["injected", "skipped", "untouched", "invalid"] {
+            webhook_admissions.with_label_values(&[outcome]);
+        }
+        let webhook_cert_expiry = IntGauge::new(
+            "raftcron_operator_webhook_certificate_expiry_timestamp_seconds",
+            "When the webhook serving certificate of this replica expires (Unix seconds; 0: none loaded)",
+        )
+        .expect("metric");
         for m in [
             Box::new(reconcile_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors.clone()),
             Box::new(is_leader.clone()),
             Box::new(cluster_reconciles.clone()),
+            Box::new(webhook_admissions.clone()),
+            Box::new(webhook_cert_expiry.clone()),
         ] {
             registry.register(m).expect("unique metric");
         }
@@ -58,6 +81,8 @@ impl Default for Metrics {
             reconcile_errors,
             is_leader,
             cluster_reconciles,
+            webhook_admissions,
+            webhook_cert_expiry,
         }
     }
 }
