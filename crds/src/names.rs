@@ -143,6 +143,8 @@ pub mod header {
     pub const SCHEDULED_TIME: &str = "Raftcron-Scheduled-Time";
     /// The Raft term of the leader that started the attempt: a fencing token.
     pub const TERM: &str = "Raftcron-Term";
+    /// `app` actions: the pod whose sidecar called the app.
+    pub const POD: &str = "Raftcron-Pod";
     /// Compared case-insensitively, as HTTP header names are.
     pub const RESERVED_PREFIX: &str = "Raftcron-";
 }

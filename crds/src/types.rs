@@ -252,9 +252,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The action of a ScheduledJob: exactly one of `http`, `exec`, `job`.
+/// The action of a ScheduledJob: exactly one of `http`, `exec`, `job`, `app`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("[has(self.http), has(self.exec), has(self.job)].filter(x, x).size() == 1").message("exactly one of action.http, action.exec, action.job must be set"))]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.exec), has(self.job), has(self.app)].filter(x, x).size() == 1").message("exactly one of action.http, action.exec, action.job, action.app must be set"))]
 pub struct Action {
     /// Call an HTTP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +267,59 @@ pub struct Action {
     /// as CronJob does, and follow it to completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobAction>,
+    /// Call one replica of an app through its raftcron sidecar: each attempt
+    /// goes to exactly one attached replica, which calls its app on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppAction>,
+}
+
+/// Call one replica of an app (pods with a raftcron sidecar, in the
+/// ScheduledJob's namespace). The sidecar sends the request to its app on
+/// loopback with the `Raftcron-*` headers and `Raftcron-Pod`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppAction {
+    /// The app: its sidecars attach with this name (the pods' `raftcron.dev/app`
+    /// annotation, or their `app.kubernetes.io/name` label).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Path (and query) on the app, starting with `/`. Default `/`.
+    #[serde(default = "default_app_path")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub path: String,
+    /// HTTP method. Default POST.
+    #[serde(default = "default_method")]
+    pub method: HttpMethod,
+    /// Request headers, literal values only (the app has its own secrets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub headers: Vec<HttpHeader>,
+    /// Request body, sent as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub body: Option<String>,
+    /// Status codes counted as success. Default: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub success_codes: Vec<u16>,
+    /// Which replica takes an attempt: `LeastActive` (default; fewest
+    /// deliveries in flight) or `RoundRobin`.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+fn default_app_path() -> String {
+    "/".to_string()
+}
+
+/// How an `app` action's attempt picks its replica.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// The replica with the fewest deliveries in flight.
+    #[default]
+    LeastActive,
+    /// The replicas in turn.
+    RoundRobin,
 }
 
 /// Call an HTTP endpoint. The request carries `Raftcron-Run-Id`,
@@ -567,6 +620,9 @@ pub struct RunSummary {
     /// The scheduler node that ran the latest attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// `app` actions: the pod (replica) that ran the latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// Milliseconds between the scheduled instant and the start of the first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lateness_ms: Option<i64>,

@@ -18,7 +18,7 @@ use std::fmt;
 use crate::names;
 use crate::schedule::{Schedule, ScheduleError, parse_time_zone};
 use crate::types::{
-    Action, ExecAction, HttpAction, HttpHeader, JobAction, RetryPolicy, ScheduledJob,
+    Action, AppAction, ExecAction, HttpAction, HttpHeader, JobAction, RetryPolicy, ScheduledJob,
     ScheduledJobSpec,
 };
 
@@ -81,6 +81,7 @@ pub enum ActionKind {
     Http,
     Exec,
     Job,
+    App,
 }
 
 impl ActionKind {
@@ -90,6 +91,7 @@ impl ActionKind {
             ActionKind::Http => "http",
             ActionKind::Exec => "exec",
             ActionKind::Job => "job",
+            ActionKind::App => "app",
         }
     }
 }
@@ -303,6 +305,7 @@ fn check_action(action: &Action, errors: &mut Vec<FieldError>) -> Option<ActionK
         (action.http.is_some(), ActionKind::Http),
         (action.exec.is_some(), ActionKind::Exec),
         (action.job.is_some(), ActionKind::Job),
+        (action.app.is_some(), ActionKind::App),
     ]
     .into_iter()
     .filter_map(|(set, kind)| set.then_some(kind))
@@ -316,12 +319,15 @@ fn check_action(action: &Action, errors: &mut Vec<FieldError>) -> Option<ActionK
     if let Some(job) = &action.job {
         check_job(job, errors);
     }
+    if let Some(app) = &action.app {
+        check_app(app, errors);
+    }
     match present.as_slice() {
         [kind] => Some(*kind),
         [] => {
             errors.push(FieldError::new(
                 "spec.action",
-                "exactly one of http, exec, job must be set; none is",
+                "exactly one of http, exec, job, app must be set; none is",
             ));
             None
         }
@@ -330,7 +336,7 @@ fn check_action(action: &Action, errors: &mut Vec<FieldError>) -> Option<ActionK
             errors.push(FieldError::new(
                 "spec.action",
                 format!(
-                    "exactly one of http, exec, job must be set; found {}",
+                    "exactly one of http, exec, job, app must be set; found {}",
                     names.join(" and ")
                 ),
             ));
@@ -370,6 +376,72 @@ fn check_http(http: &HttpAction, errors: &mut Vec<FieldError>) {
         if !(100..=599).contains(code) {
             errors.push(FieldError::new(
                 format!("spec.action.http.successCodes[{i}]"),
+                format!("{code} is not an HTTP status code (100 to 599)"),
+            ));
+        }
+    }
+}
+
+fn check_app(app: &AppAction, errors: &mut Vec<FieldError>) {
+    if let Err(message) = check_dns_subdomain(&app.name, limits::NAME_MAX_LEN) {
+        errors.push(FieldError::new("spec.action.app.name", message));
+    }
+    if !app.path.starts_with('/') {
+        errors.push(FieldError::new(
+            "spec.action.app.path",
+            format!("\"{}\" must start with /", app.path),
+        ));
+    } else if app.path.len() > limits::URL_MAX_LEN {
+        errors.push(FieldError::new(
+            "spec.action.app.path",
+            over_limit(
+                "path is ",
+                app.path.len(),
+                "characters",
+                limits::URL_MAX_LEN,
+            ),
+        ));
+    } else if let Some(bad) = app.path.chars().find(|c| c.is_control() || *c == ' ') {
+        errors.push(FieldError::new(
+            "spec.action.app.path",
+            format!("path contains {bad:?}; escape it (%xx)"),
+        ));
+    }
+    if let Some(body) = &app.body {
+        check_count(
+            errors,
+            "spec.action.app.body",
+            ("body is ", body.len(), "bytes"),
+            limits::BODY_MAX_BYTES,
+        );
+    }
+    check_count(
+        errors,
+        "spec.action.app.headers",
+        ("", app.headers.len(), "headers"),
+        limits::HEADERS_MAX,
+    );
+    for (i, header) in app.headers.iter().enumerate() {
+        let path = format!("spec.action.app.headers[{i}]");
+        if header.value_from.is_some() {
+            errors.push(FieldError::new(
+                format!("{path}.valueFrom"),
+                "not supported for app actions: the header travels to the sidecar; give the app its own secret",
+            ));
+        } else {
+            check_header(&path, header, errors);
+        }
+    }
+    check_count(
+        errors,
+        "spec.action.app.successCodes",
+        ("", app.success_codes.len(), "codes"),
+        limits::SUCCESS_CODES_MAX,
+    );
+    for (i, code) in app.success_codes.iter().enumerate() {
+        if !(100..=599).contains(code) {
+            errors.push(FieldError::new(
+                format!("spec.action.app.successCodes[{i}]"),
                 format!("{code} is not an HTTP status code (100 to 599)"),
             ));
         }

@@ -430,7 +430,8 @@ spec:
         }
     }
 
-    const ONE_ACTION: &str = "exactly one of action.http, action.exec, action.job must be set";
+    const ONE_ACTION: &str =
+        "exactly one of action.http, action.exec, action.job, action.app must be set";
     const ONE_VALUE: &str = "exactly one of value and valueFrom must be set";
 
     #[test]
@@ -440,6 +441,7 @@ spec:
             Vec::<String>::new()
         );
         assert_eq!(failures("{exec: {command: [date]}}"), Vec::<String>::new());
+        assert_eq!(failures("{app: {name: web}}"), Vec::<String>::new());
     }
 
     #[test]
@@ -451,6 +453,10 @@ spec:
     fn two_actions_are_refused_by_the_rule() {
         assert_eq!(
             failures("{http: {url: 'https://example.com'}, exec: {command: [date]}}"),
+            [ONE_ACTION]
+        );
+        assert_eq!(
+            failures("{http: {url: 'https://example.com'}, app: {name: web}}"),
             [ONE_ACTION]
         );
     }

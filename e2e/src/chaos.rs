@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raftcron_node::pb::scheduler::UpsertRequest;
+use raftcron_node::testkit::SplitMix64;
 
 use crate::cluster::Host;
 use crate::netlab::{NetLab, Slow};
@@ -86,34 +87,15 @@ impl ChaosReport {
     }
 }
 
-/// splitmix64: a tiny seeded generator, so a seed means the same faults on
-/// every machine and every version of every crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// `k` distinct node ids of `1..=n`.
+fn pick(rng: &mut SplitMix64, n: usize, k: usize) -> Vec<usize> {
+    let mut ids: Vec<usize> = (1..=n).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.range(0, i as u64) as usize);
     }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// `k` distinct node ids of `1..=n`.
-    fn pick(&mut self, n: usize, k: usize) -> Vec<usize> {
-        let mut ids: Vec<usize> = (1..=n).collect();
-        for i in (1..ids.len()).rev() {
-            ids.swap(i, self.range(0, i as u64) as usize);
-        }
-        ids.truncate(k);
-        ids.sort();
-        ids
-    }
+    ids.truncate(k);
+    ids.sort();
+    ids
 }
 
 /// What is broken until the fault heals.
@@ -176,7 +158,8 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writer = tokio::spawn(write_loop(c.client(), stop.clone(), acked.clone()));
 
-    let mut rng = Rng(opts.seed);
+    // A seed means the same faults on every machine (splitmix64).
+    let mut rng = SplitMix64::new(opts.seed);
     let minority = (opts.nodes - 1) / 2;
     let t_end = start + opts.duration.as_millis() as i64;
     tokio::time::sleep(Duration::from_millis((start - now_ms()).max(0) as u64)).await;
@@ -189,15 +172,19 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
             kind = only;
         }
         let fault = match kind {
-            0 | 1 => Fault::Kill(leader.map(|l| vec![l]).unwrap_or_else(|| rng.pick(n, 1))),
-            2 => Fault::Kill(rng.pick(n, k)),
-            3 => Fault::Kill(rng.pick(n, minority + 1)), // the quorum is gone for a while
-            4 => Fault::Partition(rng.pick(n, k)),
+            0 | 1 => Fault::Kill(
+                leader
+                    .map(|l| vec![l])
+                    .unwrap_or_else(|| pick(&mut rng, n, 1)),
+            ),
+            2 => Fault::Kill(pick(&mut rng, n, k)),
+            3 => Fault::Kill(pick(&mut rng, n, minority + 1)), // the quorum is gone for a while
+            4 => Fault::Partition(pick(&mut rng, n, k)),
             5 | 6 => {
                 // The leader on the minority side.
                 let l = leader.unwrap_or(1);
                 let mut side = vec![l];
-                side.extend(rng.pick(n, minority).into_iter().filter(|i| *i != l));
+                side.extend(pick(&mut rng, n, minority).into_iter().filter(|i| *i != l));
                 side.truncate(k);
                 Fault::Partition(side)
             }

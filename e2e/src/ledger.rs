@@ -3,27 +3,19 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use serde::Deserialize;
-
+use crate::process::ChildGuard;
 use crate::{bin, free_port};
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct LedgerRecord {
-    pub received_ms: f64,
-    pub path: String,
-    pub method: String,
-    pub run_id: Option<String>,
-    pub attempt: Option<u32>,
-    pub scheduled_time: Option<String>,
-    pub term: Option<u64>,
-}
+/// One request the target received: the target's own record type, read
+/// back from its ledger file.
+pub use raftcron_node::cli::target::Record as LedgerRecord;
 
 pub struct Ledger {
     pub addr: String,
     pub file: PathBuf,
-    child: Child,
+    _child: ChildGuard,
 }
 
 impl Ledger {
@@ -36,13 +28,17 @@ impl Ledger {
     pub async fn start_on(dir: &std::path::Path, ip: &str) -> Self {
         let addr = format!("{ip}:{}", free_port());
         let file = dir.join("ledger.jsonl");
-        let child = Command::new(bin("raftcron-node"))
-            .args(["target", "--listen", &addr, "--ledger"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn target");
+        // Guarded from the start, so a target that does not come up is
+        // killed with the failing test.
+        let child = ChildGuard::running(
+            Command::new(bin("raftcron-node"))
+                .args(["target", "--listen", &addr, "--ledger"])
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn target"),
+        );
         let url = format!("http://{addr}/stats");
         let up = crate::wait_for(std::time::Duration::from_secs(10), || {
             let url = url.clone();
@@ -56,7 +52,11 @@ impl Ledger {
         })
         .await;
         assert!(up.is_some(), "ledger target did not come up");
-        Self { addr, file, child }
+        Self {
+            addr,
+            file,
+            _child: child,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -81,12 +81,5 @@ impl Ledger {
             }
         }
         m
-    }
-}
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

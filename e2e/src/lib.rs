@@ -22,6 +22,7 @@ pub mod kube;
 pub mod ledger;
 pub mod netlab;
 pub mod plot;
+pub mod process;
 
 pub use cluster::{ClientTlsFiles, Cluster, ClusterOptions, Host, NodeProcess};
 pub use ledger::{Ledger, LedgerRecord};

@@ -65,23 +65,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-fn corrupt_newest_wal_record(dir: &std::path::Path) {
-    let mut chunks: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    chunks.sort();
-    let last = chunks
-        .iter()
-        .rev()
-        .find(|p| std::fs::metadata(p).unwrap().len() > 64)
-        .expect("a WAL chunk with data");
-    let mut bytes = std::fs::read(last).unwrap();
-    let at = bytes.len() - 20;
-    bytes[at] ^= 0xff;
-    std::fs::write(last, bytes).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_corrupted_log_tail_refuses_to_start_and_the_cluster_keeps_its_data() {
     let mut c = Cluster::start(ClusterOptions::default()).await;
@@ -101,7 +84,7 @@ async fn a_node_with_a_corrupted_log_tail_refuses_to_start_and_the_cluster_keeps
     let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
     let victim = (1..=3).find(|i| *i != leader).unwrap();
     c.node(victim).kill9();
-    corrupt_newest_wal_record(&c.node(victim).data_dir.join("raft-log"));
+    raftcron_node::testkit::corrupt_newest_wal_record(&c.node(victim).data_dir.join("raft-log"));
     let out = c.node(victim).run_to_exit(false, Duration::from_secs(10));
     assert_refused(&out, "damaged");
     // The other two still hold and serve everything committed.

@@ -48,6 +48,8 @@ pub struct NodeCtx {
     pub metrics: Arc<Metrics>,
     pub dialer: Dialer,
     pub config: NodeConfig,
+    /// Replicas of apps attached to this node while it leads (`attach`).
+    pub attachments: crate::attach::Registry,
 }
 
 /// The receiving side of a node's stop signal.

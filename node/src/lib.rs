@@ -11,6 +11,7 @@
 //! ```
 
 pub mod api;
+pub mod attach;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -24,10 +25,16 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod scheduler;
+pub mod sidecar;
 pub mod sm;
 pub mod store;
-pub mod target;
+pub mod testkit;
 pub mod tls;
+
+/// The test HTTP target's old path, for the unit tests of `exec` and
+/// `kube` that serve it; it lives in [`cli::target`].
+#[cfg(test)]
+pub(crate) use cli::target;
 
 /// Generated protobuf code.
 pub mod pb {
@@ -36,6 +43,9 @@ pub mod pb {
     }
     pub mod scheduler {
         tonic::include_proto!("raftcron.scheduler.v1");
+    }
+    pub mod sidecar {
+        tonic::include_proto!("raftcron.sidecar.v1");
     }
     /// gRPC metadata of the scheduler API's wire contract: a follower's
     /// UNAVAILABLE names the leader, and clients follow it.

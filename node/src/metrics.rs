@@ -137,7 +137,7 @@ fn attempt_end(
 ) -> Option<FinalResult> {
     let mut r = run.clone();
     if r.attempt < attempt {
-        runs::start(&mut r, attempt, at, 0, 0).ok()?;
+        runs::start(&mut r, attempt, at, 0, 0, None).ok()?;
     }
     match runs::finish_attempt(&mut r, attempt, outcome, at, None, &s.spec.retry_policy()) {
         Ok(Effect::Finished(result)) => Some(result),
@@ -170,7 +170,19 @@ pub struct Metrics {
     pub status_patches: IntCounterVec,
     /// Schedules whose status waits to be written (queued or backing off).
     pub status_pending: IntGauge,
+    /// App replicas attached to this node (the leader), and apps they are of.
+    /// Totals, not per app: an app name is an object name, unbounded as a
+    /// label; `GET /v1/attachments` on the HTTP port lists them per app.
+    pub attached_replicas: IntGauge,
+    pub attached_apps: IntGauge,
+    /// `app` attempts by how they ended at the replica.
+    pub dispatches: IntCounterVec,
+    /// Instant → request sent to the app by its sidecar (the sidecar's clock).
+    pub app_lateness: Histogram,
 }
+
+/// Values of `raftcron_node_dispatches_total{result}`.
+pub const DISPATCH_RESULTS: [&str; 5] = ["SUCCEEDED", "FAILED", "TIMED_OUT", "REFUSED", "LOST"];
 
 /// Bucket bounds of the lateness histogram, seconds: fine around the
 /// millisecond scale the 5 ms p99 target is judged at (a bound at exactly
@@ -279,6 +291,23 @@ impl Metrics {
             "result",
             ["ok", "error", "gone"],
         );
+        let dispatches = counter_vec(
+            r,
+            "raftcron_node_dispatches_total",
+            "app attempts dispatched to attached replicas, by how they ended (LOST: the replica detached first)",
+            "result",
+            DISPATCH_RESULTS,
+        );
+        let app_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "raftcron_node_app_lateness_seconds",
+                "Time from an app attempt's scheduled instant to its request leaving the replica's sidecar for the app",
+            )
+            .buckets(LATENESS_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(app_lateness.clone()))
+            .expect("unique metric");
         for method in GRPC_METHODS {
             grpc_latency.with_label_values(&[method]);
             for code in GRPC_CODES {
@@ -322,6 +351,18 @@ impl Metrics {
                 "raftcron_node_status_pending",
                 "ScheduledJob statuses waiting to be written (queued or backing off)",
             ),
+            attached_replicas: gauge(
+                r,
+                "raftcron_node_attached_replicas",
+                "App replicas (sidecars) attached to this node",
+            ),
+            attached_apps: gauge(
+                r,
+                "raftcron_node_attached_apps",
+                "Apps with at least one replica attached to this node",
+            ),
+            dispatches,
+            app_lateness,
             status_patches,
             grpc_requests,
             grpc_latency,
@@ -332,6 +373,19 @@ impl Metrics {
             claims_held,
             registry,
         }
+    }
+
+    /// Updates the attachment gauges.
+    pub fn attached(&self, registry: &crate::attach::Registry) {
+        let counts = registry.counts();
+        self.attached_apps.set(counts.len() as i64);
+        self.attached_replicas
+            .set(counts.iter().map(|(_, n)| *n as i64).sum());
+    }
+
+    /// Counts one dispatched attempt's end (a [`DISPATCH_RESULTS`] value).
+    pub fn dispatched(&self, result: &str) {
+        self.dispatches.with_label_values(&[result]).inc();
     }
 
     /// Updates the Raft gauges from openraft's metrics.
@@ -515,6 +569,7 @@ mod tests {
             run: run.clone(),
             attempt,
             at,
+            pod: None,
         }
     }
 

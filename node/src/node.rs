@@ -25,6 +25,7 @@ use crate::membership::bootstrap::{self, ForeignCluster, check_cluster};
 use crate::metrics::Metrics;
 use crate::pb::raft::raft_service_server::RaftServiceServer;
 use crate::pb::scheduler::scheduler_server::SchedulerServer;
+use crate::pb::sidecar::attach_server::AttachServer;
 use crate::raft::network::{Dialer, Network};
 use crate::raft::service::RaftGrpc;
 use crate::raft::types::{NodeId, Raft};
@@ -102,6 +103,7 @@ impl Node {
             metrics,
             dialer,
             config,
+            attachments: crate::attach::Registry::default(),
         });
 
         let (shutdown, rx) = watch::channel(false);
@@ -114,6 +116,11 @@ impl Node {
             tokio::spawn(bootstrap::keep_cluster_id(ctx.clone(), rx.clone())),
             tokio::spawn(bootstrap::bootstrap_or_join(ctx.clone(), rx.clone())),
             tokio::spawn(crate::scheduler::run(ctx.clone(), rx.clone())),
+            tokio::spawn(crate::attach::run(
+                ctx.clone(),
+                ctx.attachments.clone(),
+                rx.clone(),
+            )),
         ];
         if let Some(kube) = ctx.config.kube.clone() {
             tasks.push(tokio::spawn(crate::kube::writer::run(
@@ -160,6 +167,10 @@ async fn serve_grpc(
     let api_svc = SchedulerServer::new(SchedulerApi::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let attach_svc = AttachServer::new(crate::attach::AttachService::new(
+        ctx.clone(),
+        ctx.attachments.clone(),
+    ));
     // Server::tcp_nodelay applies only to listeners tonic binds itself; with
     // our own listener it was silently ignored, so accepted connections ran
     // with Nagle's algorithm, and a small response waiting for the peer's
@@ -178,6 +189,7 @@ async fn serve_grpc(
     let result = builder
         .add_service(raft_svc)
         .add_service(api_svc)
+        .add_service(attach_svc)
         .serve_with_incoming_shutdown(incoming, async move {
             stopped(&mut stop).await;
         })

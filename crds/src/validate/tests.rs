@@ -204,7 +204,7 @@ fn zero_actions_are_refused_naming_spec_action() {
     assert_eq!(field, "spec.action");
     assert_eq!(
         message,
-        "exactly one of http, exec, job must be set; none is"
+        "exactly one of http, exec, job, app must be set; none is"
     );
 }
 
@@ -216,7 +216,7 @@ fn two_actions_are_refused_naming_both() {
     assert_eq!(field, "spec.action");
     assert_eq!(
         message,
-        "exactly one of http, exec, job must be set; found http and exec"
+        "exactly one of http, exec, job, app must be set; found http and exec"
     );
 }
 
@@ -662,4 +662,23 @@ fn validate_job_reports_name_and_spec_errors_together() {
     let mut no_namespace = job(&http_with(""));
     no_namespace.metadata.namespace = None;
     assert!(validate_job(&no_namespace).is_ok());
+}
+
+#[test]
+fn an_app_action_names_its_app_and_a_path_starting_with_a_slash() {
+    assert_valid("schedule: \"@hourly\"\naction: {app: {name: web, path: /jobs/report?x=1}}");
+    let (field, message) = error("schedule: \"@hourly\"\naction: {app: {name: web, path: jobs}}");
+    assert_eq!(field, "spec.action.app.path");
+    assert!(message.contains("must start with /"), "{message}");
+    let (field, _) = error("schedule: \"@hourly\"\naction: {app: {name: \"Web App\"}}");
+    assert_eq!(field, "spec.action.app.name");
+}
+
+#[test]
+fn an_app_action_refuses_secret_headers_naming_the_field() {
+    let (field, message) = error(
+        "schedule: \"@hourly\"\naction: {app: {name: web, headers: [{name: X-Token, valueFrom: {secretKeyRef: {name: s, key: k}}}]}}",
+    );
+    assert_eq!(field, "spec.action.app.headers[0].valueFrom");
+    assert!(message.contains("not supported for app actions"), "{message}");
 }

@@ -156,6 +156,7 @@ fn commands(jobs: &[ScheduledJob]) -> Vec<Command> {
                             run: r.clone(),
                             attempt: run.attempt + 1,
                             at: now,
+                            pod: None,
                         });
                         events.push(RunEvent::Finished {
                             run: r,
@@ -173,6 +174,7 @@ fn commands(jobs: &[ScheduledJob]) -> Vec<Command> {
                         run: r,
                         attempt: run.attempt + 1,
                         at: now,
+                        pod: None,
                     }),
                     2 => events.push(RunEvent::Skipped {
                         run: r,

@@ -149,6 +149,7 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
             RunKind::Manual => "Manual".into(),
         },
         term: r.term,
+        pod: r.pod.clone().unwrap_or_default(),
     }
 }
 

@@ -226,7 +226,8 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
                             json!({"run_id": r.run_id, "scheduled_time": rfc3339_ms(r.scheduled_ms),
                                    "start_time": r.start_ms.map(rfc3339_ms), "end_time": r.end_ms.map(rfc3339_ms),
                                    "node": r.node, "attempt": r.attempt, "result": r.result,
-                                   "lateness_ms": r.lateness_ms, "message": r.message, "kind": r.kind})
+                                   "lateness_ms": r.lateness_ms, "message": r.message, "kind": r.kind,
+                                   "pod": (!r.pod.is_empty()).then_some(&r.pod)})
                         })
                         .collect(),
                 ));

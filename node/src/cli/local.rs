@@ -108,7 +108,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         )
         .await?;
         out!("example target on http://{}", listener.local_addr()?);
-        Some(tokio::spawn(crate::target::serve(
+        Some(tokio::spawn(super::target::serve(
             listener,
             None,
             async move {

@@ -4,6 +4,7 @@
 pub mod ctl;
 pub mod local;
 pub mod run;
+pub mod target;
 pub mod yaml_files;
 
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ enum NodeCommand {
     Local(local::LocalArgs),
     /// Serve the small HTTP target the examples, benchmarks and tests call.
     Target(TargetArgs),
+    /// Run one app replica's sidecar: attach to the cluster's leader and
+    /// deliver the app's jobs to it on loopback.
+    Sidecar(Box<crate::sidecar::SidecarArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,10 +76,11 @@ pub fn node_main() -> ExitCode {
         match cli.command {
             NodeCommand::Run(args) => run::run(*args).await,
             NodeCommand::Local(args) => local::run(args).await,
+            NodeCommand::Sidecar(args) => crate::sidecar::run(*args).await,
             NodeCommand::Target(TargetArgs { listen, ledger }) => {
                 init_logging(LogFormat::Plain, DEFAULT_LOG);
                 let listener = run::bind(&listen, "--listen").await?;
-                crate::target::serve(listener, ledger, shutdown_signal()).await?;
+                target::serve(listener, ledger, shutdown_signal()).await?;
                 Ok(())
             }
         }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  fire loop ──Attempt──► Executors::run ──► http (reqwest) │ process (exec) │ job (Kubernetes)
+//!            (armed: Executors::prepare ─► app: placed on an attached replica, called on go)
 //!                              │ timeout / cancel → TimedOut / Failed("cancelled")
 //!                              └──► Outcome { outcome, message } ──► recorder
 //! ```
@@ -21,7 +22,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftcron_crds::{JobAction, ScheduledJobSpec};
+use raftcron_crds::{AppAction, JobAction, ScheduledJobSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::sm::{AttemptOutcome, Millis};
@@ -86,6 +87,12 @@ impl Outcome {
             message: Some(truncate(message.into())),
         }
     }
+    pub fn lost(message: impl Into<String>) -> Self {
+        Self {
+            outcome: AttemptOutcome::Lost,
+            message: Some(truncate(message.into())),
+        }
+    }
     pub fn timed_out(after: Duration) -> Self {
         Self {
             outcome: AttemptOutcome::TimedOut,
@@ -129,6 +136,48 @@ pub trait JobRunner: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Outcome>;
 }
 
+/// Dispatches `app` actions to attached replicas of the app (the leader's
+/// attach registry).
+pub trait AppDispatcher: Send + Sync {
+    /// Places the attempt on a replica and sends it ahead, to be called on
+    /// [`PreparedApp::go`]. `Err` says why no replica can take it now.
+    fn prepare(
+        &self,
+        namespace: &str,
+        action: &AppAction,
+        spec: &ScheduledJobSpec,
+        attempt: &Attempt,
+    ) -> Result<Box<dyn PreparedApp>, String>;
+}
+
+/// An `app` attempt placed on a replica. Dropped without [`go`](Self::go),
+/// or before its result, the replica is told to drop it.
+pub trait PreparedApp: Send {
+    /// The pod it was placed on.
+    fn pod(&self) -> &str;
+    /// Calls the app now and waits for the replica's result.
+    fn go(self: Box<Self>) -> futures::future::BoxFuture<'static, Outcome>;
+}
+
+/// What an attempt was prepared with when it was armed.
+#[derive(Default)]
+pub enum Prepared {
+    /// Nothing to prepare (http, exec, job, dry run).
+    #[default]
+    Nothing,
+    App(Box<dyn PreparedApp>),
+}
+
+impl Prepared {
+    /// The pod an `app` attempt was placed on.
+    pub fn pod(&self) -> Option<&str> {
+        match self {
+            Prepared::Nothing => None,
+            Prepared::App(a) => Some(a.pod()),
+        }
+    }
+}
+
 /// Node settings the executors obey.
 #[derive(Clone, Debug)]
 pub struct ExecSettings {
@@ -146,6 +195,7 @@ pub struct Executors {
     http: http::HttpExecutor,
     secrets: Option<Arc<dyn SecretResolver>>,
     jobs: Option<Arc<dyn JobRunner>>,
+    apps: Option<Arc<dyn AppDispatcher>>,
 }
 
 impl Executors {
@@ -156,6 +206,32 @@ impl Executors {
             http,
             secrets,
             jobs: None,
+            apps: None,
+        }
+    }
+
+    /// Enables `app` actions.
+    pub fn with_apps(mut self, apps: Arc<dyn AppDispatcher>) -> Self {
+        self.apps = Some(apps);
+        self
+    }
+
+    /// Gets an attempt ready when it is armed, ahead of its instant: an
+    /// `app` attempt is placed on a replica and sent to it. `Err` (no
+    /// replica can take it now) leaves it unarmed, to be tried again.
+    pub fn prepare(
+        &self,
+        namespace: &str,
+        spec: &ScheduledJobSpec,
+        attempt: &Attempt,
+    ) -> Result<Prepared, String> {
+        match (&spec.action.app, &self.apps) {
+            (Some(_), _) if self.settings.dry_run => Ok(Prepared::Nothing),
+            (Some(app), Some(apps)) => apps
+                .prepare(namespace, app, spec, attempt)
+                .map(Prepared::App),
+            // Recorded as a failed attempt by run().
+            (Some(_), None) | (None, _) => Ok(Prepared::Nothing),
         }
     }
 
@@ -170,6 +246,7 @@ impl Executors {
         &self,
         spec: &ScheduledJobSpec,
         attempt: &Attempt,
+        prepared: Prepared,
         cancel: CancellationToken,
     ) -> Outcome {
         let work = async {
@@ -185,6 +262,13 @@ impl Executors {
                     );
                 }
                 process::run(e, attempt).await
+            } else if spec.action.app.is_some() {
+                match prepared {
+                    Prepared::App(app) => app.go().await,
+                    Prepared::Nothing => Outcome::failed(
+                        "app actions need the leader's attach registry; this node has none",
+                    ),
+                }
             } else if let Some(j) = &spec.action.job {
                 match &self.jobs {
                     Some(jobs) => jobs.run(j, spec, attempt).await,

@@ -617,7 +617,9 @@ async fn executors_refuse_exec_actions_unless_enabled() {
     };
     let token = tokio_util::sync::CancellationToken::new();
     let disabled = Executors::new(settings.clone(), None);
-    let out = disabled.run(&spec, &attempt("r"), token.clone()).await;
+    let out = disabled
+        .run(&spec, &attempt("r"), Default::default(), token.clone())
+        .await;
     assert_eq!(out.outcome, AttemptOutcome::Failed);
     assert!(message(&out).contains("--enable-exec"));
     let enabled = ExecSettings {
@@ -625,7 +627,9 @@ async fn executors_refuse_exec_actions_unless_enabled() {
         ..settings
     };
     let enabled = Executors::new(enabled, None);
-    let out = enabled.run(&spec, &attempt("r"), token).await;
+    let out = enabled
+        .run(&spec, &attempt("r"), Default::default(), token)
+        .await;
     assert_eq!(out.outcome, AttemptOutcome::Succeeded, "{out:?}");
 }
 
@@ -645,6 +649,7 @@ async fn dry_run_records_success_without_executing_anything() {
         .run(
             &spec,
             &attempt("r"),
+            Default::default(),
             tokio_util::sync::CancellationToken::new(),
         )
         .await;

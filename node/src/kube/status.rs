@@ -51,6 +51,7 @@ pub fn summary(r: &RunRecord) -> RunSummary {
         result: result.to_string(),
         attempts: r.attempt,
         node: (r.node != 0).then(|| r.node.to_string()),
+        pod: r.pod.clone(),
         lateness_ms: r.lateness_ms(),
         message: r.message.clone(),
     }

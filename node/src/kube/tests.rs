@@ -273,7 +273,10 @@ async fn a_job_action_creates_a_labelled_owned_job_and_deletes_it_when_the_attem
         let exec = executors(&client);
         let run = tokio::spawn({
             let (exec, spec, a) = (exec.clone(), spec.clone(), a.clone());
-            async move { exec.run(&spec, &a, CancellationToken::new()).await }
+            async move {
+                exec.run(&spec, &a, Default::default(), CancellationToken::new())
+                    .await
+            }
         });
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
         let job = wait_for_job(&jobs, &name).await?;
@@ -360,7 +363,10 @@ async fn a_completed_job_succeeds_a_retried_start_follows_its_job_and_old_jobs_a
             }
             let run = tokio::spawn({
                 let (exec, spec, a) = (exec.clone(), spec.clone(), a.clone());
-                async move { exec.run(&spec, &a, CancellationToken::new()).await }
+                async move {
+                    exec.run(&spec, &a, Default::default(), CancellationToken::new())
+                        .await
+                }
             });
             wait_for_job(&jobs, &name).await?;
             complete(&jobs, &name).await?;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::recorder::Recorder;
 use crate::clock::{now_ms, now_us};
 use crate::ctx::NodeCtx;
-use crate::exec::{Attempt, Executors, Outcome};
+use crate::exec::{Attempt, Executors, Outcome, Prepared};
 use crate::sm::{Millis, RunEvent, RunRef};
 
 /// Wake this long before a start instant and spin the rest: tokio's timer
@@ -45,6 +45,8 @@ pub(super) struct StartTask {
     pub uid: String,
     pub spec: Arc<ScheduledJobSpec>,
     pub token: CancellationToken,
+    /// What the attempt was got ready with when armed (an `app` attempt's replica).
+    pub prepared: Prepared,
 }
 
 impl StartTask {
@@ -65,11 +67,12 @@ impl StartTask {
             },
             attempt: self.attempt.attempt,
             at: started_us / 1000,
+            pod: self.prepared.pod().map(str::to_string),
         });
         tokio::spawn(async move {
             let outcome = self
                 .executors
-                .run(&self.spec, &self.attempt, self.token.clone())
+                .run(&self.spec, &self.attempt, self.prepared, self.token.clone())
                 .await;
             if self.token.is_cancelled() {
                 return; // replaced, deleted or leadership moved: not ours to record

@@ -19,7 +19,7 @@ use crate::ctx::NodeCtx;
 use crate::exec::{Attempt, Executors};
 use crate::raft::types::LeaderId;
 use crate::raft::{ProposeError, propose_as};
-use crate::sm::{Command, Millis, Response, RunEvent, RunRef, ScheduleRecord};
+use crate::sm::{Command, Millis, MissReason, Response, RunEvent, RunRef, ScheduleRecord};
 use crate::store::feed::Dirty;
 
 /// Starts are decided and their tasks spawned this long before the instant
@@ -30,6 +30,11 @@ const ARM_US: i64 = 20_000;
 const PARSED_CACHE: usize = 4096;
 /// Finished attempts handled in one turn of the fire loop.
 const MAX_DONE_PER_TURN: usize = 4096;
+/// How long an `app` attempt waits for a replica to take it when the
+/// ScheduledJob sets no startingDeadlineSeconds.
+const APP_WAIT_MS: Millis = 60_000;
+/// How often an `app` attempt no replica could take is tried again.
+const APP_RETRY_MS: Millis = 100;
 /// Largest claim entry; a bigger batch is split.
 const MAX_CLAIMS_PER_ENTRY: usize = 20_000;
 
@@ -567,14 +572,70 @@ impl LeaderTerm {
             if !start {
                 continue;
             }
+            let attempt = Attempt {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                uid: uid.clone(),
+                kubernetes: s.kubernetes,
+                run_id,
+                attempt,
+                scheduled_ms: run.instant,
+                term: self.term,
+                timeout: Duration::from_millis(s.spec.timeout_ms() as u64),
+            };
+            // An `app` attempt is placed on a replica and sent to it now,
+            // ahead of the instant; the call waits for the firer's go.
+            let prepared = match self.executors.prepare(&s.namespace, &s.spec, &attempt) {
+                Ok(p) => p,
+                Err(why) => {
+                    // No replica can take it now: again shortly, until the
+                    // starting deadline (or APP_WAIT without one) passes.
+                    let due = if run.first_start.is_none() {
+                        run.instant
+                    } else {
+                        at
+                    };
+                    let wait = s.spec.starting_deadline_ms().unwrap_or(APP_WAIT_MS);
+                    let retry_at = now_ms() + APP_RETRY_MS;
+                    if retry_at - due > wait {
+                        let app = s.spec.action.app.as_ref().map_or("", |a| a.name.as_str());
+                        let e = RunEvent::Missed {
+                            run: RunRef {
+                                uid: uid.clone(),
+                                run_id: attempt.run_id.clone(),
+                            },
+                            at: now_ms(),
+                            reason: MissReason::NoReplica {
+                                app: format!("{}/{app}", s.namespace),
+                            },
+                        };
+                        tracing::warn!(run_id = %attempt.run_id, reason = %why, "missed: no replica took it");
+                        self.count(Some(&s), &e);
+                        recorder.record(e);
+                    } else {
+                        tracing::debug!(run_id = %attempt.run_id, reason = %why, "waiting for a replica");
+                        self.queue.insert(
+                            StartKey {
+                                at: retry_at,
+                                run_id: attempt.run_id,
+                                attempt: attempt.attempt,
+                            },
+                            uid,
+                        );
+                    }
+                    continue;
+                }
+            };
+            let run_id = attempt.run_id.clone();
+            let attempt_no = attempt.attempt;
             self.launched
                 .entry(uid.clone())
                 .or_default()
-                .insert(run_id.clone(), attempt);
+                .insert(run_id.clone(), attempt_no);
             let token = CancellationToken::new();
             if let Some((_, old)) = self
                 .running
-                .insert(run_id.clone(), (attempt, token.clone()))
+                .insert(run_id.clone(), (attempt_no, token.clone()))
             {
                 old.cancel();
             }
@@ -584,20 +645,11 @@ impl LeaderTerm {
                 recorder: recorder.clone(),
                 done_tx: self.done_tx.clone(),
                 first: run.first_start.is_none(),
-                attempt: Attempt {
-                    namespace: s.namespace.clone(),
-                    name: s.name.clone(),
-                    uid: uid.clone(),
-                    kubernetes: s.kubernetes,
-                    run_id,
-                    attempt,
-                    scheduled_ms: run.instant,
-                    term: self.term,
-                    timeout: Duration::from_millis(s.spec.timeout_ms() as u64),
-                },
+                attempt,
                 uid,
                 spec: s.spec.clone(),
                 token,
+                prepared,
             };
             gates.entry(at).or_default().push(task);
         }

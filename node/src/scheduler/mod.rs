@@ -28,10 +28,13 @@ use crate::ctx::{Leadership, NodeCtx, Stop, TermEnd};
 
 /// Runs the fire loop for every term in which this node leads.
 pub async fn run(ctx: Arc<NodeCtx>, stop: Stop) {
-    let executors = Arc::new(crate::kube::executors(
-        ctx.config.scheduler.exec.clone(),
-        ctx.config.kube.as_ref(),
-    ));
+    let executors = Arc::new(
+        crate::kube::executors(ctx.config.scheduler.exec.clone(), ctx.config.kube.as_ref())
+            .with_apps(Arc::new(crate::attach::Dispatcher {
+                registry: ctx.attachments.clone(),
+                metrics: ctx.metrics.clone(),
+            })),
+    );
     let mut leadership = Leadership::new(&ctx, stop);
     while let Some(term) = leadership.next_term().await {
         let cancel = tokio_util::sync::CancellationToken::new();

@@ -17,28 +17,10 @@ use crate::sm::{
     AttemptOutcome, Command, Disposition, FireClaim, Millis, RunEvent, RunRef, State,
     UpsertSchedule,
 };
+use crate::testkit::SplitMix64;
 
 const T0: Millis = 1_800_000_000_000;
 const UID: &str = "sim";
-
-/// splitmix64, so a seed names one history on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.next() % 100 < pct
-    }
-}
 
 fn spec() -> ScheduledJobSpec {
     serde_json::from_value(serde_json::json!({
@@ -71,7 +53,7 @@ struct Outcome {
 /// One history: leaders with random lifetimes over `secs` seconds of
 /// per-second fires, then one leader that lives until all is settled.
 fn simulate(seed: u64, secs: i64) -> Outcome {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut st = State::default();
     st.apply(&Command::Upsert {
         items: vec![UpsertSchedule {
@@ -96,7 +78,7 @@ fn simulate(seed: u64, secs: i64) -> Outcome {
         let death = if settle {
             Millis::MAX
         } else {
-            t + rng.range(200, 6_000)
+            t + rng.range(200, 6_000) as i64
         };
         // Takeover: the previous leader's lease ran out before `t`.
         let rec = st.get_by_uid(UID).unwrap().clone();
@@ -150,7 +132,7 @@ fn simulate(seed: u64, secs: i64) -> Outcome {
                         running.push((
                             run.run_id.clone(),
                             p.attempt,
-                            now + rng.range(10, 2_500),
+                            now + rng.range(10, 2_500) as i64,
                             false,
                         ));
                     }
@@ -173,6 +155,7 @@ fn simulate(seed: u64, secs: i64) -> Outcome {
                             run,
                             attempt: r.1,
                             at: now,
+                            pod: None,
                         }],
                     );
                 }
@@ -209,7 +192,7 @@ fn simulate(seed: u64, secs: i64) -> Outcome {
             }
         }
         // The next leader is elected after the old lease (and more) ran out.
-        t = now + rng.range(350, 1_500);
+        t = now + rng.range(350, 1_500) as i64;
     }
     Outcome {
         executions,

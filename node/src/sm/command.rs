@@ -129,6 +129,9 @@ pub enum AttemptOutcome {
     Succeeded,
     Failed,
     TimedOut,
+    /// Its executor lost track of it before a result (an app replica that
+    /// detached mid-attempt): it may or may not have run to the end.
+    Lost,
 }
 
 /// Why a run was not (or no longer) executed.
@@ -141,7 +144,7 @@ pub enum SkipReason {
 }
 
 /// Why a fire was recorded `Missed` instead of started.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub enum MissReason {
     /// Not started within `startingDeadlineSeconds`.
     #[default]
@@ -149,6 +152,9 @@ pub enum MissReason {
     /// Claimed before the whole cluster stopped, due while it was down, and
     /// `missedRunPolicy` says not to run it.
     Downtime,
+    /// An `app` action whose app had no replica attached (or none with room)
+    /// until the starting deadline.
+    NoReplica { app: String },
 }
 
 /// One transition of a run.
@@ -159,6 +165,9 @@ pub enum RunEvent {
         run: RunRef,
         attempt: u32,
         at: Millis,
+        /// `app` actions: the replica (pod) the attempt was dispatched to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pod: Option<String>,
     },
     /// An attempt finished.
     Finished {

@@ -434,7 +434,9 @@ impl State {
         let policy = s.spec.retry_policy();
         let run = &mut s.active[idx];
         let effect = match event {
-            RunEvent::Started { attempt, at, .. } => runs::start(run, *attempt, *at, term, node),
+            RunEvent::Started {
+                attempt, at, pod, ..
+            } => runs::start(run, *attempt, *at, term, node, pod.clone()),
             RunEvent::Finished {
                 attempt,
                 outcome,
@@ -465,7 +467,7 @@ impl State {
                 ..
             } => runs::write_off(run, *attempt, *at),
             RunEvent::Missed { at, reason, .. } => {
-                runs::end_unrun(run, runs::Unrun::Missed(*reason), *at)
+                runs::end_unrun(run, runs::Unrun::Missed(reason.clone()), *at)
             }
             RunEvent::Skipped { at, reason, .. } => {
                 runs::end_unrun(run, runs::Unrun::Skipped(*reason), *at)

@@ -67,6 +67,7 @@ impl FinalResult {
             AttemptOutcome::Succeeded => FinalResult::Succeeded,
             AttemptOutcome::Failed => FinalResult::Failed,
             AttemptOutcome::TimedOut => FinalResult::TimedOut,
+            AttemptOutcome::Lost => FinalResult::Lost,
         }
     }
 }
@@ -111,6 +112,9 @@ pub struct RunRecord {
     /// Term and node of the latest attempt.
     pub term: u64,
     pub node: u64,
+    /// `app` actions: the pod that ran the latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     pub first_start: Option<Millis>,
     pub start: Option<Millis>,
     pub end: Option<Millis>,
@@ -129,6 +133,7 @@ impl RunRecord {
             claimed_term: term,
             term: 0,
             node: 0,
+            pod: None,
             first_start: None,
             start: None,
             end: None,
@@ -202,6 +207,7 @@ pub fn start(
     at: Millis,
     term: u64,
     node: u64,
+    pod: Option<String>,
 ) -> Result<Effect, Refused> {
     match run.phase {
         Phase::Done(_) => return Err(Refused::AlreadyDone),
@@ -215,6 +221,7 @@ pub fn start(
     run.counted_attempts += 1;
     run.term = term;
     run.node = node;
+    run.pod = pod;
     run.start = Some(at);
     run.first_start.get_or_insert(at);
     Ok(Effect::Started)
@@ -277,7 +284,7 @@ pub fn write_off(run: &mut RunRecord, attempt: u32, at: Millis) -> Result<Effect
 }
 
 /// Why a run ends without (another) attempt, for its message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unrun {
     Missed(MissReason),
     Skipped(SkipReason),
@@ -313,6 +320,13 @@ pub fn end_unrun(run: &mut RunRecord, why: Unrun, at: Millis) -> Result<Effect, 
             FinalResult::Missed,
             "due while the cluster was down; missedRunPolicy says not to run it",
         ),
+        Unrun::Missed(MissReason::NoReplica { ref app }) => {
+            let message = format!(
+                "no replica of app {app} was attached (or had room) within the starting deadline"
+            );
+            run.finish(FinalResult::Missed, at, Some(message));
+            return Ok(Effect::Finished(FinalResult::Missed));
+        }
         Unrun::Replaced => (
             FinalResult::Replaced,
             "replaced by a newer run (concurrencyPolicy: Replace)",

@@ -129,7 +129,8 @@ fn a_run_moves_from_claimed_to_started_to_succeeded_and_into_history() {
         RunEvent::Started {
             run: r.clone(),
             attempt: 1,
-            at: T0 + 1002
+            at: T0 + 1002,
+            pod: None
         }
     ));
     let rec = s.get_by_uid("u1").unwrap();
@@ -216,6 +217,7 @@ fn a_failed_attempt_is_retried_with_backoff_until_attempts_run_out() {
             run: r.clone(),
             attempt: 1,
             at: T0 + 1000,
+            pod: None,
         },
     );
     record(
@@ -241,7 +243,8 @@ fn a_failed_attempt_is_retried_with_backoff_until_attempts_run_out() {
             RunEvent::Started {
                 run: r.clone(),
                 attempt: 1,
-                at: T0 + 2500
+                at: T0 + 2500,
+                pod: None
             }
         ),
         "attempt numbers are not reused"
@@ -253,7 +256,8 @@ fn a_failed_attempt_is_retried_with_backoff_until_attempts_run_out() {
         RunEvent::Started {
             run: r.clone(),
             attempt: 2,
-            at: T0 + 2500
+            at: T0 + 2500,
+            pod: None
         }
     ));
     record(
@@ -320,6 +324,7 @@ fn a_recorded_start_lost_with_its_leader_is_retried_and_counted_against_attempts
             run: r.clone(),
             attempt: 1,
             at: T0 + 1000,
+            pod: None,
         },
     );
     assert!(record(
@@ -344,6 +349,7 @@ fn a_recorded_start_lost_with_its_leader_is_retried_and_counted_against_attempts
             run: r.clone(),
             attempt: 2,
             at: T0 + 3000,
+            pod: None,
         },
     );
     assert!(record(
@@ -391,7 +397,8 @@ fn an_unrecorded_attempt_is_written_off_without_using_up_the_attempts() {
         RunEvent::Started {
             run: r.clone(),
             attempt: 2,
-            at: T0 + 1500
+            at: T0 + 1500,
+            pod: None
         }
     ));
     assert!(record(
@@ -450,6 +457,7 @@ fn history_is_bounded_separately_for_successful_and_failed_runs() {
                 run: r.clone(),
                 attempt: 1,
                 at,
+                pod: None,
             },
         );
         let outcome = if i % 2 == 0 {
@@ -596,6 +604,7 @@ fn forbid_and_replace_outcomes_are_recorded_as_skipped_and_replaced() {
             run: rref("u1", T0 + 1000),
             attempt: 1,
             at: T0 + 1000,
+            pod: None,
         },
     );
     assert!(record(
@@ -688,6 +697,7 @@ fn a_snapshot_round_trip_restores_the_same_state_and_index() {
             run: rref("u1", T0 + 1000),
             attempt: 1,
             at: T0 + 1001,
+            pod: None,
         },
     );
     s.apply(&Command::SetClusterId {

@@ -73,24 +73,6 @@ async fn acknowledged_appends_and_the_vote_survive_reopening() {
     assert!(log.is_initialized());
 }
 
-/// Flips one byte inside the last record of the newest WAL chunk.
-fn corrupt_tail(dir: &std::path::Path) {
-    let mut chunks: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    chunks.sort();
-    let last = chunks
-        .iter()
-        .rev()
-        .find(|p| std::fs::metadata(p).unwrap().len() > 64)
-        .expect("a chunk with data");
-    let mut bytes = std::fs::read(last).unwrap();
-    let at = bytes.len() - 20;
-    bytes[at] ^= 0xff;
-    std::fs::write(last, bytes).unwrap();
-}
-
 #[tokio::test]
 async fn a_log_whose_tail_fails_its_checksum_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,7 +83,7 @@ async fn a_log_whose_tail_fails_its_checksum_is_refused_with_a_clear_error() {
             .await
             .unwrap();
     }
-    corrupt_tail(&path);
+    crate::testkit::corrupt_newest_wal_record(&path);
     match LogStore::open(&path) {
         Err(e) => assert!(e.to_string().contains("damaged"), "{e}"),
         Ok(log) => {

@@ -1,0 +1,290 @@
+//! The sidecar scheduler with real processes: 3 nodes, 3 app replicas (each
+//! a ledger target counting every request it receives) with a
+//! `raftcron-node sidecar` each. An `app` job fires into exactly one
+//! replica per instant; a replica killed mid-attempt has its attempt retried
+//! on another; a leader kill loses nothing; with every replica gone the run
+//! is Missed naming the app.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use raftcron_e2e::{Cluster, ClusterOptions, Ledger, bin, free_port, http_get, now_ms, wait_for};
+use raftcron_node::pb::scheduler::UpsertRequest;
+
+/// One replica: its app (a ledger target) and its sidecar process.
+struct Replica {
+    pod: String,
+    app: Ledger,
+    listen: String,
+    log: std::path::PathBuf,
+    sidecar: Option<Child>,
+}
+
+impl Replica {
+    async fn start(dir: &std::path::Path, cluster: &[String], namespace: &str, pod: &str) -> Self {
+        let home = dir.join(pod);
+        std::fs::create_dir_all(&home).unwrap();
+        let app = Ledger::start(&home).await;
+        let listen = format!("127.0.0.1:{}", free_port());
+        let log = home.join("sidecar.log");
+        let mut r = Replica {
+            pod: pod.to_string(),
+            app,
+            listen,
+            log,
+            sidecar: None,
+        };
+        r.spawn(cluster, namespace, &[]);
+        r
+    }
+
+    fn spawn(&mut self, cluster: &[String], namespace: &str, extra: &[String]) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        self.sidecar = Some(
+            Command::new(bin("raftcron-node"))
+                .arg("sidecar")
+                .args(["--cluster", &cluster.join(",")])
+                .args(["--namespace", namespace, "--app", "web", "--pod", &self.pod])
+                .args(["--app-url", &format!("http://{}", self.app.addr)])
+                .args(["--listen", &self.listen])
+                .args(extra)
+                .env("RAFTCRON_LOG", "info")
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("spawn sidecar"),
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.sidecar.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn attached(&self) -> bool {
+        matches!(http_get(&self.listen, "/readyz").await, Ok((200, _)))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn app_job(name: &str, spec: serde_json::Value) -> UpsertRequest {
+    UpsertRequest {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        generation: 1,
+        spec_json: spec.to_string(),
+        kubernetes: false,
+    }
+}
+
+/// (run id, attempt) → the pods whose app received it.
+fn deliveries(replicas: &[Replica]) -> HashMap<(String, u32), Vec<String>> {
+    let mut m: HashMap<(String, u32), Vec<String>> = HashMap::new();
+    for r in replicas {
+        for rec in r.app.records() {
+            if let (Some(id), Some(a)) = (rec.run_id, rec.attempt) {
+                m.entry((id, a)).or_default().push(r.pod.clone());
+            }
+        }
+    }
+    m
+}
+
+async fn all_attached(replicas: &[Replica], timeout: Duration) -> bool {
+    wait_for(timeout, || async {
+        for r in replicas {
+            if !r.attached().await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .is_some()
+}
+
+fn logs(c: &Cluster, replicas: &[Replica]) -> String {
+    let mut s = c.logs();
+    for r in replicas {
+        s.push_str(&format!("--- sidecar {} ---\n{}", r.pod, r.log()));
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_jobs_fire_into_exactly_one_replica_through_replica_and_leader_kills() {
+    let mut c = Cluster::start(ClusterOptions::default()).await;
+    let endpoints = c.endpoints();
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        replicas.push(Replica::start(c.path(), &endpoints, "shop", &format!("web-{i}")).await);
+    }
+    assert!(
+        all_attached(&replicas, Duration::from_secs(20)).await,
+        "sidecars did not attach\n{}",
+        logs(&c, &replicas)
+    );
+    c.client()
+        .upsert_batch(vec![
+            app_job(
+                "tick",
+                serde_json::json!({
+                    "schedule": "* * * * * *",
+                    "retry": {"maxAttempts": 3, "initialBackoffSeconds": 0.2, "jitter": 0},
+                    "action": {"app": {"name": "web", "path": "/ok"}},
+                }),
+            ),
+            app_job(
+                "slow",
+                serde_json::json!({
+                    "schedule": "*/4 * * * * *",
+                    "timeoutSeconds": 30,
+                    "retry": {"maxAttempts": 3, "initialBackoffSeconds": 0.2, "jitter": 0},
+                    "action": {"app": {"name": "web", "path": "/slow?ms=3000", "placement": "RoundRobin"}},
+                }),
+            ),
+        ])
+        .await
+        .unwrap();
+    let start = (now_ms() / 1000 + 2) * 1000;
+
+    // A replica killed while its app serves a slow attempt: the leader sees
+    // it detach, the attempt is Lost and its retry goes to another replica.
+    let slow_first = wait_for(Duration::from_secs(15), || async {
+        deliveries(&replicas)
+            .into_iter()
+            .find(|((id, a), _)| id.starts_with("uid-slow") && *a == 1)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no slow attempt delivered\n{}", logs(&c, &replicas)));
+    let ((slow_run, _), pods) = slow_first;
+    let victim = replicas.iter().position(|r| r.pod == pods[0]).unwrap();
+    replicas[victim].kill9();
+    let killed_at = now_ms();
+    println!("killed sidecar {} during {slow_run}", replicas[victim].pod);
+
+    // The leader dies too, a little later: the sidecars re-attach to the next.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    c.node(leader).kill9();
+    println!("killed leader {leader}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let end = now_ms() / 1000 * 1000 - 3000;
+
+    let d = deliveries(&replicas);
+    // Every instant of `tick` reached exactly one replica once, as attempt 1
+    // (or, for one caught by a kill, a later attempt at another replica).
+    let mut missing = Vec::new();
+    let mut doubled = Vec::new();
+    for instant in (start..=end).step_by(1000) {
+        let id = raftcron_crds::names::run_id("uid-tick", instant);
+        let got: Vec<(&u32, &Vec<String>)> = d
+            .iter()
+            .filter(|((r, _), _)| *r == id)
+            .map(|((_, a), p)| (a, p))
+            .collect();
+        if got.is_empty() {
+            missing.push(instant);
+        }
+        for (a, pods) in got {
+            if pods.len() > 1 {
+                doubled.push(format!("{id} attempt {a}: {pods:?}"));
+            }
+        }
+    }
+    println!(
+        "{} tick instants checked, {} deliveries in all",
+        (end - start) / 1000 + 1,
+        d.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "instants never delivered: {missing:?}\n{}",
+        logs(&c, &replicas)
+    );
+    assert!(
+        doubled.is_empty(),
+        "one attempt at two replicas: {doubled:?}"
+    );
+
+    // The slow run caught by the replica kill: attempt 2 at another replica,
+    // and it ended Succeeded once.
+    let retried: BTreeMap<u32, Vec<String>> = d
+        .iter()
+        .filter(|((r, _), _)| *r == slow_run)
+        .map(|((_, a), p)| (*a, p.clone()))
+        .collect();
+    println!("{slow_run}: {retried:?}");
+    let again = retried
+        .iter()
+        .find(|(a, _)| **a > 1)
+        .unwrap_or_else(|| panic!("the lost attempt was not retried: {retried:?}"));
+    assert!(
+        !again.1.contains(&replicas[victim].pod),
+        "the retry went to the replica that was killed"
+    );
+    let runs = c.ctl_json(&["runs", "shop/slow"]);
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_id"] == slow_run.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(run["result"], "Succeeded", "{run}");
+    assert_ne!(run["pod"], replicas[victim].pod.as_str(), "{run}");
+    let retried_at = replicas
+        .iter()
+        .flat_map(|r| r.app.records())
+        .filter(|rec| rec.run_id.as_deref() == Some(slow_run.as_str()) && rec.attempt > Some(1))
+        .map(|rec| rec.received_ms as i64)
+        .min()
+        .unwrap_or_default();
+    println!(
+        "replica kill -9 -> retry received by {}: {} ms",
+        again.1[0],
+        retried_at - killed_at
+    );
+
+    // Every replica gone: a run no replica can take is Missed, naming the app.
+    c.client()
+        .upsert_batch(vec![app_job(
+            "orphan",
+            serde_json::json!({
+                "schedule": "* * * * * *",
+                "startingDeadlineSeconds": 1,
+                "action": {"app": {"name": "web", "path": "/ok"}},
+            }),
+        )])
+        .await
+        .unwrap();
+    for r in &mut replicas {
+        r.kill9();
+    }
+    let missed = wait_for(Duration::from_secs(15), || async {
+        let runs = c.ctl_json(&["runs", "shop/orphan"]);
+        runs.as_array()?
+            .iter()
+            .find(|r| r["result"] == "Missed")
+            .map(|r| r["message"].as_str().unwrap_or_default().to_string())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no Missed run without replicas\n{}", c.logs()));
+    assert!(
+        missed.contains("shop/web"),
+        "the reason does not name the app: {missed}"
+    );
+}
