@@ -5,11 +5,16 @@
 //! on another; a leader kill loses nothing; with every replica gone the run
 //! is Missed naming the app.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use raftcron_e2e::{Cluster, ClusterOptions, Ledger, bin, free_port, http_get, now_ms, wait_for};
+use common::certs::{ca, leaf};
+use raftcron_e2e::{
+    ClientTlsFiles, Cluster, ClusterOptions, Ledger, bin, free_port, http_get, now_ms, wait_for,
+};
 use raftcron_node::pb::scheduler::UpsertRequest;
 
 /// One replica: its app (a ledger target) and its sidecar process.
@@ -23,6 +28,16 @@ struct Replica {
 
 impl Replica {
     async fn start(dir: &std::path::Path, cluster: &[String], namespace: &str, pod: &str) -> Self {
+        Self::start_with(dir, cluster, namespace, pod, &[]).await
+    }
+
+    async fn start_with(
+        dir: &std::path::Path,
+        cluster: &[String],
+        namespace: &str,
+        pod: &str,
+        extra: &[String],
+    ) -> Self {
         let home = dir.join(pod);
         std::fs::create_dir_all(&home).unwrap();
         let app = Ledger::start(&home).await;
@@ -35,7 +50,7 @@ impl Replica {
             log,
             sidecar: None,
         };
-        r.spawn(cluster, namespace, &[]);
+        r.spawn(cluster, namespace, extra);
         r
     }
 
@@ -287,4 +302,83 @@ async fn app_jobs_fire_into_exactly_one_replica_through_replica_and_leader_kills
         missed.contains("shop/web"),
         "the reason does not name the app: {missed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_attaches_only_for_the_namespaces_its_certificate_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_ca = ca("raftcron test CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &cluster_ca.pem).unwrap();
+    let (node_cert, node_key) = leaf(&cluster_ca, dir.path(), "node", &[]);
+    let (cli_cert, cli_key) = leaf(&cluster_ca, dir.path(), "client", &[]);
+    // A sidecar certificate for namespace alpha only.
+    let (sc_cert, sc_key) = leaf(
+        &cluster_ca,
+        dir.path(),
+        "sidecar-alpha",
+        &["alpha.namespaces.raftcron.dev"],
+    );
+    let tls = |cert: &std::path::Path, key: &std::path::Path| {
+        vec![
+            "--tls-ca".to_string(),
+            ca_file.display().to_string(),
+            "--tls-cert".to_string(),
+            cert.display().to_string(),
+            "--tls-key".to_string(),
+            key.display().to_string(),
+        ]
+    };
+    let c = Cluster::start(ClusterOptions {
+        extra_args: tls(&node_cert, &node_key),
+        client_tls: Some(ClientTlsFiles {
+            ca: ca_file.clone(),
+            cert: Some(cli_cert.clone()),
+            key: Some(cli_key.clone()),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let endpoints = c.endpoints();
+    let own = Replica::start_with(
+        c.path(),
+        &endpoints,
+        "alpha",
+        "own",
+        &tls(&sc_cert, &sc_key),
+    )
+    .await;
+    let other = Replica::start_with(
+        c.path(),
+        &endpoints,
+        "beta",
+        "other",
+        &tls(&sc_cert, &sc_key),
+    )
+    .await;
+    let plain = Replica::start(c.path(), &endpoints, "alpha", "plain").await;
+    assert!(
+        all_attached(std::slice::from_ref(&own), Duration::from_secs(20)).await,
+        "the alpha sidecar did not attach for alpha\n{}",
+        logs(&c, &[own, other, plain])
+    );
+    // Give the others the same time, then they must still be out.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (r, why) in [
+        (
+            &other,
+            "the client certificate is for namespaces [\"alpha\"], not beta",
+        ),
+        (&plain, ""),
+    ] {
+        assert!(!r.attached().await, "{} attached\n{}", r.pod, r.log());
+        if !why.is_empty() {
+            assert!(
+                r.log().contains(why),
+                "{} was not refused for its namespace:\n{}",
+                r.pod,
+                r.log()
+            );
+        }
+    }
 }

@@ -2,55 +2,12 @@
 //! with a certificate from the cluster's CA is served, and a client without
 //! a certificate, with one from another CA, or without TLS is refused.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::Duration;
 
+use common::certs::{ca, leaf};
 use raftcron_e2e::{ClientTlsFiles, Cluster, ClusterOptions};
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let pem = p.self_signed(&key).unwrap().pem();
-    Ca {
-        issuer: Issuer::new(p, key),
-        pem,
-    }
-}
-
-/// A leaf for 127.0.0.1/localhost usable as server and client certificate.
-fn leaf(ca: &Ca, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let mut p =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    let (c, k) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_and_clients_need_certificates_from_the_cluster_ca() {
@@ -59,9 +16,9 @@ async fn nodes_and_clients_need_certificates_from_the_cluster_ca() {
     let other_ca = ca("someone else");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &cluster_ca.pem).unwrap();
-    let (node_cert, node_key) = leaf(&cluster_ca, dir.path(), "node");
-    let (cli_cert, cli_key) = leaf(&cluster_ca, dir.path(), "client");
-    let (bad_cert, bad_key) = leaf(&other_ca, dir.path(), "intruder");
+    let (node_cert, node_key) = leaf(&cluster_ca, dir.path(), "node", &[]);
+    let (cli_cert, cli_key) = leaf(&cluster_ca, dir.path(), "client", &[]);
+    let (bad_cert, bad_key) = leaf(&other_ca, dir.path(), "intruder", &[]);
     let opts = ClusterOptions {
         extra_args: vec![
             "--tls-cert".into(),
