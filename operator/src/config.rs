@@ -291,10 +291,14 @@ impl ClusterConfig {
         ] {
             humantime::parse_duration(d).map_err(|e| invalid(field, format!("{d:?}: {e}")))?;
         }
-        if cfg.sidecar.default_app_port == 0 {
+        let port = cfg.sidecar.default_app_port;
+        if port == 0 || port == crate::webhook::inject::LISTEN_PORT {
             return Err(invalid(
                 "sidecar.defaultAppPort",
-                "must be a port, 1-65535".into(),
+                format!(
+                    "{port}: must be a port, 1-65535, other than the sidecar's own {}",
+                    crate::webhook::inject::LISTEN_PORT
+                ),
             ));
         }
         Ok(cfg)

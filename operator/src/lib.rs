@@ -97,7 +97,7 @@ pub struct Args {
     #[arg(long, env = "RAFTCRON_CLUSTER_RESYNC", default_value = "30s", value_parser = humantime::parse_duration)]
     pub cluster_resync: Duration,
     #[command(flatten)]
-    pub webhook: webhook::Args,
+    pub webhook: webhook::WebhookArgs,
 }
 
 fn init_logging() {

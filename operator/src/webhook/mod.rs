@@ -44,7 +44,7 @@ pub enum CertSource {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct Args {
+pub struct WebhookArgs {
     /// HTTPS address of the sidecar injection webhook (e.g. 0.0.0.0:9443).
     /// Unset: no webhook.
     #[arg(long = "webhook", env = "RAFTCRON_WEBHOOK")]
@@ -99,13 +99,13 @@ impl Webhook {
     /// once the API server's version is known (native sidecars need 1.29);
     /// `None` when the webhook is off.
     pub async fn start(
-        args: Args,
+        args: WebhookArgs,
         client: &kube::Client,
         cfg: &ClusterConfig,
         namespace: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Self>, WebhookError> {
-        let Args {
+        let WebhookArgs {
             listen,
             webhook_service,
             webhook_secret,
@@ -237,4 +237,29 @@ async fn mutate(
         .with_label_values(&[outcome.as_str()])
         .inc();
     axum::Json(review)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_operator_command_line_takes_the_webhook_flags() {
+        crate::Args::command().debug_assert();
+        let args = crate::Args::try_parse_from([
+            "raftcron-operator",
+            "--namespace",
+            "ns",
+            "--webhook",
+            "0.0.0.0:9443",
+            "--webhook-certs",
+            "external",
+        ])
+        .unwrap();
+        assert_eq!(args.webhook.listen.as_deref(), Some("0.0.0.0:9443"));
+        assert_eq!(args.webhook.webhook_certs, super::CertSource::External);
+        assert_eq!(args.webhook.webhook_secret, "raftcron-webhook-tls");
+        let off = crate::Args::try_parse_from(["raftcron-operator", "--namespace", "ns"]).unwrap();
+        assert_eq!(off.webhook.listen, None, "no --webhook: no webhook");
+    }
 }
