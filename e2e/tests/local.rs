@@ -77,15 +77,7 @@ fn results(endpoint: &str, job: &str) -> Vec<(String, u64)> {
 async fn local_mode_runs_the_yaml_applies_policies_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     // Ports BASE+1..3 (gRPC) and BASE+101..103 (HTTP) must be free.
-    let base = loop {
-        let b = 20_000 + (std::process::id() as u16 % 200) * 200 + (free_port() % 50);
-        if (1..=3)
-            .chain(101..=103)
-            .all(|o| std::net::TcpListener::bind(("127.0.0.1", b + o)).is_ok())
-        {
-            break b;
-        }
-    };
+    let base = free_base_port();
     let target = format!("127.0.0.1:{}", free_port());
     let yaml = dir.path().join("jobs");
     std::fs::create_dir(&yaml).unwrap();
@@ -282,4 +274,100 @@ fn interrupt(child: std::process::Child) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// README "Sidecar without Kubernetes", as written: `local` with
+/// deploy/sidecar/, two small HTTP servers (the built-in target) each with a
+/// `raftcron-node sidecar`; every instant reaches exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_fires_an_app_job_into_exactly_one_of_two_sidecar_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sidecar");
+    let mut local = Command::new(bin("raftcron-node"))
+        .args(["local", "--no-target", "--base-port", &base.to_string()])
+        .arg(&examples)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cluster: Vec<String> = (1..=3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let mut apps = Vec::new();
+    let mut sidecars = Vec::new();
+    for i in 1..=2 {
+        let app = raftcron_e2e::Ledger::start(&{
+            let d = dir.path().join(format!("web-{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .await;
+        sidecars.push(
+            Command::new(bin("raftcron-node"))
+                .args(["sidecar", "--cluster", &cluster.join(",")])
+                .args([
+                    "--namespace",
+                    "demo",
+                    "--app",
+                    "web",
+                    "--pod",
+                    &format!("web-{i}"),
+                ])
+                .args(["--app-url", &format!("http://{}", app.addr)])
+                .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        apps.push(app);
+    }
+    // Both replicas receive deliveries, then 6 s more are counted.
+    let both = wait_for(Duration::from_secs(30), || async {
+        apps.iter().all(|a| !a.records().is_empty()).then_some(())
+    })
+    .await;
+    let from = raftcron_e2e::now_ms();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let to = raftcron_e2e::now_ms() - 2_000;
+    for s in &mut sidecars {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let _ = local.kill();
+    let _ = local.wait();
+    assert!(
+        both.is_some(),
+        "the two replicas did not both receive deliveries"
+    );
+    let uid = raftcron_node::api::convert::derived_uid("demo", "tick");
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for a in &apps {
+        for r in a.records() {
+            if let Some(id) = r.run_id {
+                *seen.entry(id).or_default() += 1;
+            }
+        }
+    }
+    for instant in ((from / 1000 + 1) * 1000..to).step_by(1000) {
+        let id = raftcron_crds::names::run_id(&uid, instant);
+        assert_eq!(
+            seen.get(&id),
+            Some(&1),
+            "instant {id} reached the replicas {:?} times",
+            seen.get(&id)
+        );
+    }
+}
+
+/// A base port with BASE+1..3 and BASE+101..103 free (local mode's ports).
+fn free_base_port() -> u16 {
+    loop {
+        let b = 20_000 + (std::process::id() as u16 % 200) * 200 + (free_port() % 50);
+        if (1..=3)
+            .chain(101..=103)
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", b + o)).is_ok())
+        {
+            return b;
+        }
+    }
 }

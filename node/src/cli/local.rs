@@ -323,10 +323,10 @@ fn run_line(job: &str, r: &RunRecord) -> Option<String> {
     let late = r
         .lateness_ms()
         .map_or("-".to_string(), |l| format!("{l}ms"));
-    let node = if r.node == 0 {
-        "-".to_string()
-    } else {
-        r.node.to_string()
+    let node = match (r.node, &r.pod) {
+        (0, _) => "-".to_string(),
+        (n, Some(pod)) => format!("{n} pod {pod}"),
+        (n, None) => n.to_string(),
     };
     match r.phase {
         Phase::Done(result) => Some(format!(
