@@ -103,9 +103,28 @@ def expand(tree):
     return [[s.strip() for s in path.split("::") if s.strip()]]
 
 
-def resolve(segments, here, files):
+def reexports(files):
+    """Module -> {name: path} for its `pub use` items, so that a path through
+    a re-export (`crate::attach::Registry` for `attach::registry::Registry`)
+    leads to the file that defines the item."""
+    out = {}
+    for mod, path in files.items():
+        with open(path, encoding="utf-8") as f:
+            code = code_of(f.read())
+        names = {}
+        for m in re.finditer(r"\bpub(?:\([^)]*\))?\s+use\s+([^;]+);", code):
+            tree = m.group(1)
+            for segments in expand(tree):
+                alias = re.search(r"\bas\s+(" + IDENT + r")\s*$", tree)
+                if segments and segments[-1] not in ("*", "self"):
+                    names[segments[-1] if not alias else alias.group(1)] = segments
+        out[mod] = names
+    return out
+
+
+def resolve(segments, here, files, exported, depth=0):
     """The module file a path leads to, from the module `here`."""
-    if not segments:
+    if not segments or depth > 8:
         return None
     if segments[0] == "crate":
         base, rest = (), segments[1:]
@@ -120,11 +139,18 @@ def resolve(segments, here, files):
     else:
         return None
     target = base
-    for seg in rest:
+    for i, seg in enumerate(rest):
         if target + (seg,) in files:
             target = target + (seg,)
-        else:
-            break
+            continue
+        via = exported.get(target, {}).get(seg)
+        if via and via[0] in ("crate", "self", "super") or (
+            via and target + (via[0],) in files
+        ):
+            found = resolve(via + rest[i + 1 :], target, files, exported, depth + 1)
+            if found:
+                return found
+        break
     return files.get(target)
 
 
@@ -181,6 +207,7 @@ def report(root, graph, evidence, what):
 failed = False
 for root in roots:
     files = module_files(root)
+    exported = reexports(files)
     by_file = {path: mod for mod, path in files.items()}
     graph = {path: set() for path in files.values()}
     evidence = {}
@@ -196,7 +223,7 @@ for root in roots:
             line = rest.count("\n", 0, m.start()) + 1
             refs.append((line, m.group(1).split("::")))
         for line, segments in refs:
-            target = resolve(segments, here, files)
+            target = resolve(segments, here, files, exported)
             if target and target != path and not target.endswith("lib.rs"):
                 graph[path].add(target)
                 evidence.setdefault((path, target), f"{path}:{line}")
