@@ -57,7 +57,7 @@ pub struct Options {
 
 pub async fn run(out: &Path, opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    let stages = 9u64;
+    let stages = 10u64;
     let bar = ProgressBar::new(stages);
     bar.set_style(
         ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
@@ -326,6 +326,18 @@ pub async fn run(out: &Path, opts: Options) -> anyhow::Result<()> {
     } else {
         bar.println("   skipped: RAFTCRON_E2E_KUBECONFIG is not set");
     }
+    bar.inc(1);
+
+    step("sidecar: app vs http lateness, replica and leader kills, 1,000 attached replicas");
+    let (figures, notes, sidecar_raw) =
+        super::sidecar::run_all(super::sidecar::Options { quick: opts.quick }).await?;
+    for f in figures {
+        rows.push(row(f.what, f.target, f.value, f.unit, None, f.met));
+    }
+    raw.insert(
+        "sidecar".into(),
+        json!({"raw": sidecar_raw, "notes": notes}),
+    );
     bar.inc(1);
     bar.finish_with_message("done");
 

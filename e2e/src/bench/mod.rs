@@ -3,9 +3,11 @@
 //!
 //! `measure` returns raw data; the functions here turn it into reports, and
 //! `all` runs everything, writing JSON, a markdown table and PNG plots.
+//! `sidecar` holds the sidecar scheduler's own (the `app` action).
 
 pub mod all;
 pub mod measure;
+pub mod sidecar;
 
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use raftcron_e2e::bench;
+use raftcron_e2e::bench::sidecar;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of a real raftcron cluster on loopback")]
@@ -65,6 +66,48 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
+    /// Sidecar: lateness at the app of N per-second `app` jobs (3 sidecar
+    /// replicas) against N `http` jobs at the same targets, taking turns.
+    SidecarLateness {
+        #[arg(long, default_value_t = 200)]
+        jobs: usize,
+        /// Length of each turn.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Turns of each kind (http, app, http, app, …).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
+    /// Sidecar: replica kill -9 / SIGSTOP mid-attempt → retry on another
+    /// replica; leader kill -9 → next app fire.
+    SidecarFailover {
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+    },
+    /// Sidecar: APPS × REPLICAS attach streams from this process (a minimal
+    /// attach client, not sidecar processes): leader CPU and RSS, and the
+    /// dispatch rate of JOBS per-second app jobs over the first app's replicas.
+    SidecarScale {
+        #[arg(long, default_value_t = 100)]
+        apps: usize,
+        #[arg(long, default_value_t = 10)]
+        replicas: usize,
+        #[arg(long, default_value_t = 12_000)]
+        jobs: usize,
+        /// Deliveries each stream announces it takes at once.
+        #[arg(long, default_value_t = 10_000)]
+        capacity: u32,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        window: Duration,
+    },
+    /// Sidecar: all three, writing sidecar-results.md and .json to --out.
+    Sidecar {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Shorter runs and fewer trials.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Fire lateness of N per-second schedules, at the node and at the target.
     Lateness {
         #[arg(long, default_value_t = 1000)]
@@ -92,6 +135,58 @@ fn main() -> anyhow::Result<()> {
                 duration,
             } => bench::lateness(schedules, duration).await,
             Cmd::KubernetesReady { count } => bench::kubernetes_ready(count).await,
+            Cmd::SidecarLateness {
+                jobs,
+                duration,
+                rounds,
+            } => {
+                let l = sidecar::lateness(jobs, duration, rounds).await?;
+                Ok(sidecar::report(
+                    &sidecar::lateness_figures(&l),
+                    sidecar::lateness_notes(&l),
+                ))
+            }
+            Cmd::SidecarFailover { trials } => {
+                let f = sidecar::failover(trials).await?;
+                Ok(sidecar::report(&sidecar::failover_figures(&f), vec![]))
+            }
+            Cmd::SidecarScale {
+                apps,
+                replicas,
+                jobs,
+                capacity,
+                window,
+            } => {
+                let s = sidecar::scale(sidecar::ScaleOptions {
+                    apps,
+                    replicas,
+                    jobs,
+                    capacity,
+                    window,
+                })
+                .await?;
+                Ok(sidecar::report(
+                    &sidecar::scale_figures(&s),
+                    sidecar::scale_notes(&s),
+                ))
+            }
+            Cmd::Sidecar { out, quick } => {
+                let (figures, notes, raw) = sidecar::run_all(sidecar::Options { quick }).await?;
+                if let Some(out) = out {
+                    std::fs::create_dir_all(&out)?;
+                    let mut md = sidecar::markdown(&figures);
+                    for n in &notes {
+                        md.push_str(&format!("\n{n}\n"));
+                    }
+                    std::fs::write(out.join("sidecar-results.md"), md)?;
+                    std::fs::write(
+                        out.join("sidecar-results.json"),
+                        serde_json::to_string_pretty(&raw)?,
+                    )?;
+                    eprintln!("wrote {}/sidecar-results.md and .json", out.display());
+                }
+                Ok(sidecar::report(&figures, notes))
+            }
             Cmd::All {
                 out,
                 quick,
