@@ -152,6 +152,17 @@ async fn app_jobs_fire_into_exactly_one_replica_through_replica_and_leader_kills
         "sidecars did not attach\n{}",
         logs(&c, &replicas)
     );
+    // The leader lists them per app on its HTTP port.
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let (_, listed) = http_get(&c.node(leader).http.clone(), "/v1/attachments")
+        .await
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{"namespace": "shop", "app": "web", "replicas": ["web-0", "web-1", "web-2"]}]),
+        "/v1/attachments"
+    );
     c.client()
         .upsert_batch(vec![
             app_job(

@@ -24,6 +24,7 @@ pub fn router(ctx: Arc<NodeCtx>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/schedules", get(schedules))
         .route("/v1/schedules/{namespace}/{name}/runs", get(runs))
+        .route("/v1/attachments", get(attachments))
         .with_state(ctx)
 }
 
@@ -75,6 +76,33 @@ async fn readyz(State(ctx): State<Arc<NodeCtx>>) -> impl IntoResponse {
         ),
         (true, Some(l)) => (StatusCode::OK, format!("ok: leader is node {l}\n")),
     }
+}
+
+#[derive(serde::Serialize)]
+struct AppView {
+    namespace: String,
+    app: String,
+    replicas: Vec<String>,
+}
+
+/// The app replicas attached to this node (empty unless it leads), per app.
+async fn attachments(State(ctx): State<Arc<NodeCtx>>) -> Json<Vec<AppView>> {
+    let mut apps: Vec<AppView> = ctx
+        .attachments
+        .counts()
+        .into_iter()
+        .map(|((namespace, app), _)| {
+            let mut replicas = ctx.attachments.replicas(&namespace, &app);
+            replicas.sort();
+            AppView {
+                replicas,
+                namespace,
+                app,
+            }
+        })
+        .collect();
+    apps.sort_by(|a, b| (&a.namespace, &a.app).cmp(&(&b.namespace, &b.app)));
+    Json(apps)
 }
 
 #[derive(serde::Serialize)]
