@@ -680,5 +680,8 @@ fn an_app_action_refuses_secret_headers_naming_the_field() {
         "schedule: \"@hourly\"\naction: {app: {name: web, headers: [{name: X-Token, valueFrom: {secretKeyRef: {name: s, key: k}}}]}}",
     );
     assert_eq!(field, "spec.action.app.headers[0].valueFrom");
-    assert!(message.contains("not supported for app actions"), "{message}");
+    assert!(
+        message.contains("not supported for app actions"),
+        "{message}"
+    );
 }
