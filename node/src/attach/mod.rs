@@ -162,12 +162,23 @@ impl Attach for AttachService {
             tracing::info!(namespace = %hello.namespace, app = %hello.app, pod = %hello.pod, "replica detached");
         });
         let beat_gone = gone.clone();
+        let raft = self.ctx.raft.clone();
+        let me = self.ctx.identity.id;
+        let beat_registry = self.registry.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
                 tokio::select! {
                     _ = beat_gone.cancelled() => return,
                     _ = tick.tick() => {}
+                }
+                // Accepted just as the term ended (after the registry was
+                // cleared), an attachment would otherwise outlive it and
+                // keep its sidecar on a node that no longer dispatches.
+                let m = crate::raft::metrics(&raft);
+                if m.current_term != term || m.current_leader != Some(me) {
+                    beat_registry.detach(id);
+                    return;
                 }
                 let beat = pb::ToSidecar {
                     msg: Some(pb::to_sidecar::Msg::Heartbeat(pb::Heartbeat {})),

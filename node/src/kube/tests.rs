@@ -701,3 +701,80 @@ async fn a_status_that_reaches_a_re_created_namesake_is_taken_back() -> anyhow::
     .await;
     finish(guard, outcome).await
 }
+
+#[tokio::test]
+async fn a_sidecar_token_attaches_only_for_apps_of_its_own_namespace() -> anyhow::Result<()> {
+    use crate::attach::auth::{Authenticator, Refused};
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let Some(path) = kubeconfig("sidecar token test") else {
+        return Ok(());
+    };
+    let client = client(&path).await?;
+    let guard = TempNamespace::create(&client, "raftcron-attach").await?;
+    let ns = guard.clone();
+    let outcome = tokio::spawn(async move {
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        };
+        sas.create(&PostParams::default(), &sa).await?;
+        let token = |audience: &str| {
+            let sas = sas.clone();
+            let audience = audience.to_string();
+            async move {
+                let request = TokenRequest {
+                    spec: Some(TokenRequestSpec {
+                        audiences: Some(vec![audience]),
+                        expiration_seconds: Some(600),
+                        ..TokenRequestSpec::default()
+                    }),
+                    ..TokenRequest::default()
+                };
+                let done = sas
+                    .create_token_request("web", &PostParams::default(), &request)
+                    .await?;
+                anyhow::Ok(done.status.and_then(|s| s.token).unwrap_or_default())
+            }
+        };
+        let kube = super::Kube {
+            client: client.clone(),
+            status: super::StatusSettings::default(),
+        };
+        let auth = Authenticator::new(Some(&kube), false);
+        let ours = token("raftcron").await?;
+        // Its own namespace: accepted (twice: the second from the review cache).
+        for _ in 0..2 {
+            assert_eq!(auth.check(&ns.name, &ours, None, None).await, Ok(()));
+        }
+        // Another namespace: refused, naming both.
+        assert_eq!(
+            auth.check("someone-else", &ours, None, None).await,
+            Err(Refused::TokenNamespace {
+                token: ns.name.clone(),
+                asked: "someone-else".into()
+            })
+        );
+        // A token for another audience, none at all, or garbage: refused.
+        let other = token("not-raftcron").await?;
+        assert!(matches!(
+            auth.check(&ns.name, &other, None, None).await,
+            Err(Refused::TokenRejected(_))
+        ));
+        assert_eq!(
+            auth.check(&ns.name, "", None, None).await,
+            Err(Refused::NoToken)
+        );
+        assert!(matches!(
+            auth.check(&ns.name, "garbage", None, None).await,
+            Err(Refused::TokenRejected(_))
+        ));
+        anyhow::Ok(())
+    })
+    .await;
+    finish(guard, outcome).await
+}
