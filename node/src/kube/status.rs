@@ -66,10 +66,13 @@ pub fn compute(s: &ScheduleRecord, now: Millis) -> ScheduledJobStatus {
         next_schedule_time: next_fire(&s.spec, now.max(s.claimed_through)).map(time),
         last_schedule_time: s.last_schedule.map(time),
         last_successful_time: s.last_success.map(time),
+        // The CRD bounds the list (an apply past it would be refused whole):
+        // the oldest active runs are shown; `raftcronctl runs` has them all.
         active: s
             .active
             .iter()
             .filter(|r| r.phase.is_active())
+            .take(raftcron_crds::limits::STATUS_ACTIVE_MAX)
             .map(summary)
             .collect(),
         last_run: s.history.front().map(summary),
@@ -297,6 +300,22 @@ action: {http: {url: "http://target.example/run"}}
         assert_eq!(results, ["Succeeded", "Failed"], "newest first");
         assert_eq!(status.recent_runs[1].message.as_deref(), Some("HTTP 500"));
         assert!(status.conditions.is_empty() && status.observed_generation.is_none());
+    }
+
+    #[test]
+    fn the_active_list_stops_at_the_bound_the_crd_gives_it() {
+        let mut s = record(EVERY_MINUTE);
+        let max = raftcron_crds::limits::STATUS_ACTIVE_MAX as i64;
+        s.active = (0..max + 5)
+            .map(|i| run(T + i * 1000, Phase::Running))
+            .collect();
+        let status = compute(&s, T);
+        assert_eq!(status.active.len(), max as usize);
+        assert_eq!(
+            status.active[0].scheduled_time,
+            time(T),
+            "the oldest are kept"
+        );
     }
 
     #[test]
