@@ -128,7 +128,16 @@ struct Cert {
     not_after: i64,
     public_key: Vec<u8>,
     is_ca: bool,
+    /// DNS names and IP addresses, as text.
     dns_names: Vec<String>,
+}
+
+fn ip_text(octets: &[u8]) -> Option<String> {
+    match octets.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(octets).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(octets).ok()?).to_string()),
+        _ => None,
+    }
 }
 
 impl Cert {
@@ -177,6 +186,7 @@ fn certs(pem: &str) -> Vec<Cert> {
                     .iter()
                     .filter_map(|n| match n {
                         x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                        x509_parser::extensions::GeneralName::IPAddress(ip) => ip_text(ip),
                         _ => None,
                     })
                     .collect()
@@ -340,6 +350,18 @@ fn next_check(now: i64, m: &Material) -> i64 {
         at = at.min(leaf.renew_at());
     }
     at.max(now)
+}
+
+/// `bundle` and then every unexpired CA of `other` it lacks: what the API
+/// server trusts while replicas move from a leaf of `other` to one of `bundle`.
+pub fn merge_bundles(now: i64, bundle: &str, other: &str) -> String {
+    let mut out: Vec<Cert> = certs(bundle);
+    for c in certs(other) {
+        if c.is_ca && c.not_after > now && !out.iter().any(|o| o.der == c.der) {
+            out.push(c);
+        }
+    }
+    out.iter().map(|c| c.pem.as_str()).collect()
 }
 
 /// When the first certificate of a PEM text expires, Unix seconds.

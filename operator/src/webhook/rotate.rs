@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  leader:  Secret + MutatingWebhookConfiguration watch, renewal timer
-//!             └─► plan ─► patch caBundle (new CA first) ─► write Secret ─► re-patch caBundle if it differs
+//!             └─► plan ─► caBundle = new ∪ live CAs ─► write Secret ─► caBundle = the Secret's
 //!  replica: Secret watch ─► SwapCert::set (hot reload, no restart)
 //! ```
 //!
@@ -32,8 +32,8 @@ use crate::metrics::Metrics;
 
 /// Longest sleep between two looks at the certificates.
 const RECHECK: Duration = Duration::from_secs(3600);
-/// After a new CA reaches the webhook configuration, the API server's view
-/// of it catches up before a replica can serve a leaf that CA signed.
+/// How long the API server's view of a patched caBundle, and the replicas'
+/// of a rewritten Secret, take to catch up (both are watches).
 const CA_PROPAGATION: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
@@ -130,12 +130,21 @@ async fn pass(
         Step::Keep => current,
         Step::Write { material, why } => {
             tracing::info!(secret = %target.secret, ?why, "webhook certificates: writing new ones");
-            if material.ca_bundle != current.ca_bundle {
-                ensure_bundle(configs, &target.webhook_configuration, &material.ca_bundle).await?;
+            let new_bundle = material.ca_bundle != current.ca_bundle;
+            if new_bundle {
+                // Old and new CAs together first, so that the API server
+                // trusts both the leaf replicas serve now and the next one.
+                let live = live_bundle(configs, &target.webhook_configuration).await?;
+                let both = certs::merge_bundles(unix_now(), &material.ca_bundle, &live);
+                ensure_bundle(configs, &target.webhook_configuration, &both).await?;
                 tokio::time::sleep(CA_PROPAGATION).await;
             }
             let resource_version = existing.and_then(|s| s.metadata.resource_version);
             write_secret(secrets, target, &material, resource_version).await?;
+            if new_bundle {
+                // Replicas reload the Secret before CAs leave the bundle.
+                tokio::time::sleep(CA_PROPAGATION).await;
+            }
             material
         }
     };
@@ -185,6 +194,26 @@ async fn write_secret(
         source,
     })?;
     Ok(())
+}
+
+/// The caBundle the API server uses now (the first webhook's).
+async fn live_bundle(
+    api: &Api<MutatingWebhookConfiguration>,
+    name: &str,
+) -> Result<String, RotateError> {
+    let config = api
+        .get_opt(name)
+        .await
+        .map_err(|source| RotateError::PatchBundle {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(config
+        .and_then(|c| c.webhooks)
+        .and_then(|w| w.into_iter().next())
+        .and_then(|w| w.client_config.ca_bundle)
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default())
 }
 
 /// Sets every webhook's caBundle to `bundle` where it differs. A missing

@@ -235,3 +235,31 @@ fn the_served_certificate_loads_into_rustls() {
         "a key that does not match is refused"
     );
 }
+
+#[test]
+fn a_certificate_for_an_ip_address_is_kept_like_one_for_names() {
+    let ips = vec!["127.0.0.1".to_string(), "::1".to_string()];
+    let life = Lifetimes::default();
+    let Step::Write { material, .. } = plan(NOW, &Material::default(), &ips, &life).unwrap().step
+    else {
+        panic!("a first write")
+    };
+    assert_eq!(certs(&material.cert)[0].dns_names, ips);
+    assert_eq!(plan(NOW, &material, &ips, &life).unwrap().step, Step::Keep);
+}
+
+#[test]
+fn merging_bundles_keeps_the_first_and_adds_the_other_unexpired_cas_once() {
+    let (a, _, _) = written(NOW, &Material::default());
+    let (b, _, _) = written(NOW, &Material::default());
+    let both = merge_bundles(NOW, &a.ca_bundle, &b.ca_bundle);
+    assert_eq!(both, format!("{}{}", a.ca_bundle, b.ca_bundle));
+    assert_eq!(merge_bundles(NOW, &both, &b.ca_bundle), both, "no CA twice");
+    let later = NOW + 6 * 365 * DAY;
+    assert_eq!(
+        merge_bundles(later, &a.ca_bundle, &b.ca_bundle),
+        a.ca_bundle,
+        "expired CAs are not added"
+    );
+    assert_eq!(merge_bundles(NOW, &a.ca_bundle, "junk"), a.ca_bundle);
+}
