@@ -54,6 +54,8 @@ pub enum Command {
     },
     /// Set once, right after bootstrap, so every member knows its cluster.
     SetClusterId { cluster_id: String },
+    /// A lease of app code acquired, renewed, released or expired (`sm::leases`).
+    Lease(super::leases::LeaseCommand),
 }
 
 impl std::fmt::Display for Command {
@@ -81,6 +83,7 @@ impl std::fmt::Display for Command {
                 write!(f, "Record({} events, term {term})", events.len())
             }
             Command::SetClusterId { cluster_id } => write!(f, "SetClusterId({cluster_id})"),
+            Command::Lease(c) => write!(f, "Lease({c})"),
         }
     }
 }
@@ -240,6 +243,7 @@ pub enum Response {
     SetClusterId {
         cluster_id: String,
     },
+    Lease(super::leases::LeaseResponse),
 }
 
 /// Result of one upsert.

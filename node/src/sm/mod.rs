@@ -16,6 +16,7 @@
 //!   it to the proposer's `now` so old instants are not mistaken for misses.
 
 pub mod command;
+pub mod leases;
 pub mod runs;
 #[cfg(test)]
 mod tests;
@@ -155,6 +156,9 @@ pub struct State {
     pub cluster_id: Option<String>,
     /// Behind `Arc`s so a snapshot copies pointers; writes copy one record.
     schedules: BTreeMap<Key, Arc<ScheduleRecord>>,
+    /// Leases of app code (`leases`); absent from older snapshots.
+    #[serde(default)]
+    leases: leases::Leases,
     #[serde(skip)]
     by_uid: HashMap<String, Key>,
     #[serde(skip)]
@@ -163,7 +167,9 @@ pub struct State {
 
 impl PartialEq for State {
     fn eq(&self, other: &Self) -> bool {
-        self.cluster_id == other.cluster_id && self.schedules == other.schedules
+        self.cluster_id == other.cluster_id
+            && self.schedules == other.schedules
+            && self.leases == other.leases
     }
 }
 
@@ -206,6 +212,10 @@ impl State {
 
     pub fn schedules(&self) -> impl Iterator<Item = &ScheduleRecord> {
         self.schedules.values().map(|s| &**s)
+    }
+
+    pub fn leases(&self) -> &leases::Leases {
+        &self.leases
     }
 
     /// Changes since the last call.
@@ -267,6 +277,7 @@ impl State {
                     .clone();
                 Response::SetClusterId { cluster_id: id }
             }
+            Command::Lease(c) => Response::Lease(self.leases.apply(c)),
         }
     }
 
