@@ -349,37 +349,16 @@ fn check_http(http: &HttpAction, errors: &mut Vec<FieldError>) {
     if let Err(message) = check_url(&http.url) {
         errors.push(FieldError::new("spec.action.http.url", message));
     }
-    if let Some(body) = &http.body {
-        check_count(
-            errors,
-            "spec.action.http.body",
-            ("body is ", body.len(), "bytes"),
-            limits::BODY_MAX_BYTES,
-        );
-    }
-    check_count(
+    check_request(
+        "spec.action.http",
+        Request {
+            body: http.body.as_deref(),
+            headers: &http.headers,
+            success_codes: &http.success_codes,
+            secret_headers: true,
+        },
         errors,
-        "spec.action.http.headers",
-        ("", http.headers.len(), "headers"),
-        limits::HEADERS_MAX,
     );
-    for (i, header) in http.headers.iter().enumerate() {
-        check_header(&format!("spec.action.http.headers[{i}]"), header, errors);
-    }
-    check_count(
-        errors,
-        "spec.action.http.successCodes",
-        ("", http.success_codes.len(), "codes"),
-        limits::SUCCESS_CODES_MAX,
-    );
-    for (i, code) in http.success_codes.iter().enumerate() {
-        if !(100..=599).contains(code) {
-            errors.push(FieldError::new(
-                format!("spec.action.http.successCodes[{i}]"),
-                format!("{code} is not an HTTP status code (100 to 599)"),
-            ));
-        }
-    }
 }
 
 fn check_app(app: &AppAction, errors: &mut Vec<FieldError>) {
@@ -407,23 +386,47 @@ fn check_app(app: &AppAction, errors: &mut Vec<FieldError>) {
             format!("path contains {bad:?}; escape it (%xx)"),
         ));
     }
-    if let Some(body) = &app.body {
+    check_request(
+        "spec.action.app",
+        Request {
+            body: app.body.as_deref(),
+            headers: &app.headers,
+            success_codes: &app.success_codes,
+            // The header would travel to the sidecar in the clear.
+            secret_headers: false,
+        },
+        errors,
+    );
+}
+
+/// What `http` and `app` actions share: the request's body, headers and
+/// the status codes that count as success.
+struct Request<'a> {
+    body: Option<&'a str>,
+    headers: &'a [HttpHeader],
+    success_codes: &'a [u16],
+    /// Whether headers may take their value from a Secret.
+    secret_headers: bool,
+}
+
+fn check_request(base: &str, r: Request<'_>, errors: &mut Vec<FieldError>) {
+    if let Some(body) = r.body {
         check_count(
             errors,
-            "spec.action.app.body",
+            &format!("{base}.body"),
             ("body is ", body.len(), "bytes"),
             limits::BODY_MAX_BYTES,
         );
     }
     check_count(
         errors,
-        "spec.action.app.headers",
-        ("", app.headers.len(), "headers"),
+        &format!("{base}.headers"),
+        ("", r.headers.len(), "headers"),
         limits::HEADERS_MAX,
     );
-    for (i, header) in app.headers.iter().enumerate() {
-        let path = format!("spec.action.app.headers[{i}]");
-        if header.value_from.is_some() {
+    for (i, header) in r.headers.iter().enumerate() {
+        let path = format!("{base}.headers[{i}]");
+        if header.value_from.is_some() && !r.secret_headers {
             errors.push(FieldError::new(
                 format!("{path}.valueFrom"),
                 "not supported for app actions: the header travels to the sidecar; give the app its own secret",
@@ -434,14 +437,14 @@ fn check_app(app: &AppAction, errors: &mut Vec<FieldError>) {
     }
     check_count(
         errors,
-        "spec.action.app.successCodes",
-        ("", app.success_codes.len(), "codes"),
+        &format!("{base}.successCodes"),
+        ("", r.success_codes.len(), "codes"),
         limits::SUCCESS_CODES_MAX,
     );
-    for (i, code) in app.success_codes.iter().enumerate() {
+    for (i, code) in r.success_codes.iter().enumerate() {
         if !(100..=599).contains(code) {
             errors.push(FieldError::new(
-                format!("spec.action.app.successCodes[{i}]"),
+                format!("{base}.successCodes[{i}]"),
                 format!("{code} is not an HTTP status code (100 to 599)"),
             ));
         }
