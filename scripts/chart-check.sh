@@ -65,7 +65,7 @@ version, files = sys.argv[1], sys.argv[2:]
 # Prometheus Operator kinds have no schema here (their CRDs are not on PyPI):
 # named as skipped, never passed silently. docs/kubernetes-verification.txt
 # has them applied to an API server that had the real CRDs.
-NO_SCHEMA = {"monitoring.coreos.com/v1"}
+NO_SCHEMA = {"monitoring.coreos.com/v1", "cert-manager.io/v1"}
 # Canary: a mistyped field must fail, or this check proves nothing.
 canary = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "canary"},
           "spec": {"replica": 2, "selector": {}, "template": {}}}
@@ -97,7 +97,7 @@ for f in files:
     total = sum(counts.values())
     print(f"  {f}: {total} objects valid: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if skipped:
-        print(f"  {f}: NOTE not schema-checked (no offline schema for monitoring.coreos.com): {', '.join(skipped)}")
+        print(f"  {f}: NOTE not schema-checked (no offline schema for monitoring.coreos.com, cert-manager.io): {', '.join(skipped)}")
 sys.exit(1 if bad else 0)
 PY
 
@@ -143,6 +143,85 @@ for res in ("jobs", "secrets"):
     want(grants(d, res) == set(), f"defaults: nodes get no {res} anywhere")
 want(grants(a, "secrets") == {"*"}, "all-on: secrets clusterWide -> one ClusterRoleBinding")
 want(grants(a, "jobs") == set(v["rbac"]["nodes"]["jobs"]["namespaces"]), "all-on: jobs in the listed namespaces -> a RoleBinding each")
+sys.exit(1 if bad else 0)
+PY
+
+# --- sidecar injection: webhook, Service, operator port and env, RBAC agree ----------
+echo "sidecar injection"
+"$HELM" template raftcron $CHART -n raftcron-system --set sidecar.injection.enabled=false >"$OUT/no-injection.yaml"
+"$PY" - "$OUT/defaults.yaml" "$OUT/all-on.yaml" "$OUT/no-injection.yaml" "$ALL_ON" <<'PY'
+import sys, yaml
+defaults, all_on, off, values = sys.argv[1:]
+def docs(f):
+    return [d for d in yaml.safe_load_all(open(f)) if d]
+def one(ds, kind, **match):
+    found = [d for d in ds if d["kind"] == kind and all(d["metadata"].get(k) == v for k, v in match.items())]
+    return found[0] if found else None
+bad = []
+def want(ok, what):
+    print(f"  {'ok' if ok else 'WRONG'}: {what}")
+    ok or bad.append(what)
+def check(label, ds, ns, cert_manager, v):
+    inj = v["sidecar"]["injection"] if v else {"failurePolicy": "Ignore", "timeoutSeconds": 5}
+    dep = one(ds, "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mwc = one(ds, "MutatingWebhookConfiguration")
+    want(mwc is not None and mwc["metadata"]["name"] == env.get("RAFTCRON_WEBHOOK_CONFIGURATION"),
+         f"{label}: MutatingWebhookConfiguration named as the operator's RAFTCRON_WEBHOOK_CONFIGURATION")
+    w = mwc["webhooks"][0]
+    want(w["failurePolicy"] == inj["failurePolicy"] and w["timeoutSeconds"] == inj["timeoutSeconds"],
+         f"{label}: failurePolicy {w['failurePolicy']}, timeoutSeconds {w['timeoutSeconds']} from the values")
+    want(w["sideEffects"] == "None" and w["admissionReviewVersions"] == ["v1"], f"{label}: sideEffects None, admissionReviewVersions [v1]")
+    want(w["objectSelector"] == {"matchLabels": {"raftcron.dev/inject": "true"}}, f"{label}: objectSelector raftcron.dev/inject=true")
+    ex = w["namespaceSelector"]["matchExpressions"]
+    want(ex == [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", ns]}],
+         f"{label}: namespaceSelector excludes kube-system and {ns}")
+    want(w["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
+         f"{label}: pod CREATE only")
+    want("caBundle" not in w["clientConfig"], f"{label}: no caBundle in the chart (the operator or cert-manager sets it)")
+    ref = w["clientConfig"]["service"]
+    svc = one(ds, "Service", name=ref["name"], namespace=ns)
+    want(svc is not None and ref["namespace"] == ns and ref["path"] == "/mutate" and env.get("RAFTCRON_WEBHOOK_SERVICE") == ref["name"],
+         f"{label}: webhook calls Service {ref['name']} /mutate, the name the operator's certificate is for")
+    port = next(p for p in svc["spec"]["ports"] if p["port"] == ref["port"])
+    cport = next(p for p in c["ports"] if p["name"] == port["targetPort"])
+    want(env.get("RAFTCRON_WEBHOOK") == f"0.0.0.0:{cport['containerPort']}" and cport["containerPort"] == inj.get("port", 9443),
+         f"{label}: Service port {ref['port']} -> operator port {cport['containerPort']} = RAFTCRON_WEBHOOK")
+    want(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], f"{label}: the Service selects every operator replica")
+    want(env.get("RAFTCRON_WEBHOOK_CERTS") == ("external" if cert_manager else "operator"), f"{label}: RAFTCRON_WEBHOOK_CERTS")
+    secret = env.get("RAFTCRON_WEBHOOK_SECRET")
+    role = one(ds, "Role", namespace=ns)
+    sr = [r for r in role["rules"] if r["resources"] == ["secrets"]]
+    verbs = ["get", "list", "watch"] + ([] if cert_manager else ["create", "patch"])
+    want(sr == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": verbs}],
+         f"{label}: operator may {','.join(verbs)} Secret {secret} only")
+    op_cr = next(d for d in ds if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator"))
+    mr = [r for r in op_cr["rules"] if r["resources"] == ["mutatingwebhookconfigurations"]]
+    want(mr == ([] if cert_manager else [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+                                          "resourceNames": [mwc["metadata"]["name"]], "verbs": ["get", "list", "watch", "patch"]}]),
+         f"{label}: {'no' if cert_manager else 'get/list/watch/patch on its own'} MutatingWebhookConfiguration")
+    want(any(r["resources"] == ["pods"] and r["verbs"] == ["list", "watch"] for r in op_cr["rules"]), f"{label}: operator may list/watch pods (skip Events)")
+    node_cr = next(d for d in ds if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-node"))
+    want(any(r["resources"] == ["tokenreviews"] and r["verbs"] == ["create"] for r in node_cr["rules"]), f"{label}: nodes may create TokenReviews")
+    if cert_manager:
+        cert = one(ds, "Certificate", namespace=ns)
+        want(cert is not None and cert["spec"]["secretName"] == secret, f"{label}: cert-manager Certificate writes Secret {secret}")
+        want(mwc["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from") == f"{ns}/{cert['metadata']['name']}",
+             f"{label}: cainjector fills the caBundle from that Certificate")
+        want(cert["spec"]["issuerRef"] == v["sidecar"]["injection"]["certManager"]["issuerRef"], f"{label}: the configured issuer")
+        want(f"{ref['name']}.{ns}.svc" in cert["spec"]["dnsNames"], f"{label}: certificate for {ref['name']}.{ns}.svc")
+    cfg = next(yaml.safe_load(d["data"]["cluster.yaml"]) for d in ds if d["kind"] == "ConfigMap" and "cluster.yaml" in d.get("data", {}))
+    sv = v["sidecar"] if v else {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}, "defaultAppPort": 8080}
+    want(cfg.get("sidecar") == {"resources": sv["resources"], "defaultAppPort": sv["defaultAppPort"]}, f"{label}: sidecar resources and default app port reach the cluster config")
+check("defaults", docs(defaults), "raftcron-system", False, None)
+check("all-on", docs(all_on), "ops", True, yaml.safe_load(open(values)))
+o = docs(off)
+env = {e["name"] for e in next(d for d in o if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+want(not any(d["kind"] == "MutatingWebhookConfiguration" for d in o) and "RAFTCRON_WEBHOOK" not in env
+     and not any(d["kind"] == "Service" for d in o)
+     and not any(r["resources"] in (["pods"], ["secrets"]) for d in o if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]),
+     "sidecar.injection.enabled=false: no webhook, Service, env or pod/Secret rights")
 sys.exit(1 if bad else 0)
 PY
 
@@ -193,6 +272,12 @@ expect_fail "at '/nodes/execEnabled'" --set-string nodes.execEnabled=yes
 expect_fail "nodes.tls.secretName is empty" --set nodes.tls.enabled=true
 expect_fail "at '/fullnameOverride'" --set fullnameOverride=a-very-long-installation-name-for-raftcron-x
 REL=a-very-long-installation-name-for-raftcron-x expect_fail "longer than 40 characters"
+expect_fail "at '/sidecar/injection/failurePolicy'" --set sidecar.injection.failurePolicy=Sometimes
+expect_fail "at '/sidecar/injection/timeoutSeconds'" --set sidecar.injection.timeoutSeconds=60
+expect_fail "sidecar.injection.port 8080 is operator.httpPort too" --set sidecar.injection.port=8080
+expect_fail "sidecar.defaultAppPort 7090 is the sidecar's own port" --set sidecar.defaultAppPort=7090
+expect_fail "additional properties 'enable' not allowed" --set sidecar.injection.enable=false
+expect_fail "at '/sidecar/injection/certManager/issuerRef'" --set sidecar.injection.certManager.issuerRef.kind=Issuer
 
 # --- metric names used by alerts and the dashboard exist in the code ---------------
 echo "metric names"

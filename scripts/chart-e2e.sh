@@ -7,8 +7,10 @@
 #   2. helm install creates every object of the chart.
 #   3. The operator binary, run outside the cluster with the operator
 #      ServiceAccount's token, does its real work: Lease, node StatefulSet,
-#      Services, PDB and ConfigMap, finalizer and status on a ScheduledJob.
-#   4. scripts/rbac-matrix.sh.
+#      Services, PDB and ConfigMap, finalizer and status on a ScheduledJob,
+#      and the injection webhook's certificates: the Secret (owned by the
+#      config ConfigMap) and the caBundle, patched back when it is removed.
+#   4. scripts/rbac-matrix.sh, and the injection webhook's rules.
 #   5. helm upgrade with a changed value rolls the operator with the new config.
 #   6. helm uninstall leaves nothing behind (node objects garbage-collected).
 # Everything lives in namespaces chart-e2e*, removed at the end.
@@ -108,7 +110,11 @@ kubectl delete crd "$CRDT" >/dev/null
 step "2. helm install"
 kubectl get crd scheduledjobs.raftcron.dev >/dev/null 2>&1 ||
   die "the ScheduledJob CRD is not installed: kubectl apply --server-side -f charts/raftcron/crds/"
-helm install "$REL" charts/raftcron -n "$NS" --create-namespace --set networkPolicy.enabled=true >"$WORK/install.log"
+# Images nobody has: the chart's own pods never run (the operator of step 3
+# runs outside, and no node answers it), even where raftcron images are imported.
+helm install "$REL" charts/raftcron -n "$NS" --create-namespace --set networkPolicy.enabled=true \
+  --set operator.image.repository=chart-e2e.invalid/raftcron-operator \
+  --set nodes.image.repository=chart-e2e.invalid/raftcron-node >"$WORK/install.log"
 sed -n '1,6p' "$WORK/install.log"
 helm get manifest "$REL" -n "$NS" >"$WORK/manifest.yaml"
 want=$(grep -c '^kind:' "$WORK/manifest.yaml")
@@ -132,10 +138,16 @@ step "3. the operator, outside the cluster, as its ServiceAccount"
 # The operator watches ScheduledJobs in every namespace: with someone else's
 # ScheduledJobs on this cluster, a second operator would reconcile them too.
 others=$(kubectl get sj -A -o name 2>/dev/null | wc -l)
+# ... and another installation's running operator would reconcile ours.
+other_ops=$(kubectl get deploy -A -l app.kubernetes.io/name=raftcron,app.kubernetes.io/component=operator \
+  -o jsonpath='{range .items[?(@.status.readyReplicas)]}{.metadata.namespace}/{.metadata.name} {end}' 2>/dev/null |
+  tr ' ' '\n' | grep -v -e "^$NS/" -e '^$' || true)
 if [[ ! -x $OPERATOR ]]; then
   echo "NOTE: $OPERATOR not built; skipped"
 elif [[ $others != 0 ]]; then
   echo "NOTE: $others ScheduledJobs of others exist on this cluster; skipped (a second operator would reconcile them)"
+elif [[ -n $other_ops ]]; then
+  echo "NOTE: another raftcron operator runs on this cluster ($other_ops); skipped (it would reconcile the test's ScheduledJob)"
 else
   cp "$OPERATOR" "$WORK/raftcron-operator" # a parallel cargo build may replace target/debug
   kc=$WORK/operator.kubeconfig
@@ -154,7 +166,9 @@ else
   KUBECONFIG=$kc POD_NAME=e2e-operator RAFTCRON_LOG=info,kube=warn \
     "$WORK/raftcron-operator" --config "$WORK/cluster.yaml" --namespace "$NS" \
     --owner-configmap "$REL-operator-config" --lease "$REL-operator" --http 127.0.0.1:0 \
-    --nodes 127.0.0.1:9 >"$WORK/operator.log" 2>&1 &
+    --nodes 127.0.0.1:9 --webhook 127.0.0.1:0 --webhook-service "$REL-operator-webhook" \
+    --webhook-secret "$REL-operator-webhook-tls" --webhook-configuration "$REL-sidecar-injector" \
+    >"$WORK/operator.log" 2>&1 &
   op_pid=$!
   for _ in $(seq 60); do
     kubectl get pdb "$REL-node" -n "$NS" >/dev/null 2>&1 && break
@@ -184,6 +198,20 @@ YAML
   done
   echo "ScheduledJob: finalizers=$(kubectl get sj e2e-probe -n "$JOBS" -o jsonpath='{.metadata.finalizers}') Ready reason=$reason"
   [[ $reason == SchedulerUnavailable ]] || die "no Ready condition from the operator (see $WORK/operator.log)"
+  bundle() { kubectl get mutatingwebhookconfiguration "$REL-sidecar-injector" -o jsonpath='{.webhooks[0].clientConfig.caBundle}'; }
+  for _ in $(seq 60); do [[ -n $(bundle) ]] && break; sleep 1; done
+  [[ -n $(bundle) ]] || die "the operator set no caBundle (see $WORK/operator.log)"
+  keys=$(kubectl get secret "$REL-operator-webhook-tls" -n "$NS" -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}')
+  [[ $keys == "ca.crt ca.key tls.crt tls.key " ]] || die "webhook Secret keys: '$keys'"
+  owner=$(kubectl get secret "$REL-operator-webhook-tls" -n "$NS" -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}')
+  [[ $owner == "ConfigMap/$REL-operator-config" ]] || die "webhook Secret owner is '$owner'"
+  echo "webhook Secret $REL-operator-webhook-tls ($keys) owned by $owner; caBundle set"
+  # What a helm upgrade may do: the caBundle goes, and the operator puts it back.
+  kubectl patch mutatingwebhookconfiguration "$REL-sidecar-injector" --type json \
+    -p '[{"op":"remove","path":"/webhooks/0/clientConfig/caBundle"}]' >/dev/null
+  for _ in $(seq 30); do [[ -n $(bundle) ]] && break; sleep 1; done
+  [[ -n $(bundle) ]] || die "the caBundle was not patched back"
+  echo "caBundle removed by hand: patched back"
   if grep -i "forbidden" "$WORK/operator.log"; then die "the operator was refused an API call"; fi
   echo "operator log: no 'forbidden'"
   kill "$op_pid"
@@ -196,6 +224,25 @@ fi
 
 step "4. RBAC matrix"
 scripts/rbac-matrix.sh "$NS" "$REL"
+
+echo "-- injection webhook rules"
+can() { # <ServiceAccount> <verb> <resource> <namespace|-A> <want>
+  local got scope=(-n "$4")
+  [[ $4 == -A ]] && scope=(-A)
+  got=$(kubectl auth can-i "$2" "$3" "${scope[@]}" --as="system:serviceaccount:$NS:$1" 2>/dev/null || true)
+  printf '  %-9s %-7s %-70s %-16s want %-3s got %s\n' "${1#"$REL"-}" "$2" "$3" "$4" "$5" "$got"
+  [[ $got == "$5" ]] || die "$1 may $2 $3: $got, want $5"
+}
+for v in get list watch create patch; do can "$REL-operator" $v "secrets/$REL-operator-webhook-tls" "$NS" yes; done
+can "$REL-operator" get secrets/other "$NS" no
+can "$REL-operator" delete "secrets/$REL-operator-webhook-tls" "$NS" no
+for v in get list watch patch; do can "$REL-operator" $v "mutatingwebhookconfigurations.admissionregistration.k8s.io/$REL-sidecar-injector" -A yes; done
+can "$REL-operator" patch mutatingwebhookconfigurations.admissionregistration.k8s.io/other -A no
+can "$REL-operator" create mutatingwebhookconfigurations.admissionregistration.k8s.io -A no
+for v in list watch; do can "$REL-operator" $v pods -A yes; done
+for v in get create patch delete; do can "$REL-operator" $v pods -A no; done
+can "$REL-node" create tokenreviews.authentication.k8s.io -A yes
+can "$REL-node" create tokenrequests.authentication.k8s.io -A no
 
 step "5. helm upgrade (nodes.replicas 3 -> 5)"
 checksum() { kubectl get deploy "$REL-operator" -n "$NS" -o jsonpath='{.spec.template.metadata.annotations.checksum/config}'; }
@@ -212,14 +259,16 @@ step "6. helm uninstall leaves nothing behind"
 helm uninstall "$REL" -n "$NS"
 left=
 for _ in $(seq 90); do
-  left=$(kubectl get all,cm,sa,role,rolebinding,pdb,netpol,lease,pvc -n "$NS" -o name 2>/dev/null |
-    grep -v -e '^configmap/kube-root-ca.crt$' -e '^serviceaccount/default$' || true)
+  # openshift-service-ca.crt: the OpenShift-derived controller manager of
+  # /opt/k8s publishes it in every namespace, as kube-root-ca.crt.
+  left=$(kubectl get all,cm,secret,sa,role,rolebinding,pdb,netpol,lease,pvc -n "$NS" -o name 2>/dev/null |
+    grep -v -e '^configmap/kube-root-ca.crt$' -e '^configmap/openshift-service-ca.crt$' -e '^serviceaccount/default$' || true)
   [[ -z $left ]] && break
   sleep 1
 done
 [[ -z $left ]] || die "left in $NS: $left"
-echo "namespace $NS: only kube-root-ca.crt and the default ServiceAccount remain"
-cluster_left=$(kubectl get clusterroles,clusterrolebindings -o name | grep -F "/$REL" || true)
+echo "namespace $NS: only kube-root-ca.crt (and openshift-service-ca.crt) and the default ServiceAccount remain; the webhook Secret was garbage-collected"
+cluster_left=$(kubectl get clusterroles,clusterrolebindings,mutatingwebhookconfigurations -o name | grep -F "/$REL" || true)
 [[ -z $cluster_left ]] || die "cluster-scoped leftovers: $cluster_left"
-echo "no ClusterRole or ClusterRoleBinding named $REL* remains"
+echo "no ClusterRole, ClusterRoleBinding or MutatingWebhookConfiguration named $REL* remains"
 echo "chart-e2e: all checks passed"

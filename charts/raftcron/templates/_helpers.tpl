@@ -74,3 +74,8 @@ app.kubernetes.io/component: operator
 {{- define "raftcron.nodeMetricSelector" -}}
 namespace="{{ .Release.Namespace }}",pod=~"{{ include "raftcron.fullname" . }}-node-[0-9]+"
 {{- end -}}
+
+{{/* The sidecar injection webhook: Service, Secret, configuration, cert-manager Certificate. */}}
+{{- define "raftcron.webhookService" -}}{{ include "raftcron.fullname" . }}-operator-webhook{{- end -}}
+{{- define "raftcron.webhookSecret" -}}{{ include "raftcron.fullname" . }}-operator-webhook-tls{{- end -}}
+{{- define "raftcron.webhookConfiguration" -}}{{ include "raftcron.fullname" . }}-sidecar-injector{{- end -}}
