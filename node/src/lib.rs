@@ -31,11 +31,6 @@ pub mod store;
 pub mod testkit;
 pub mod tls;
 
-/// The test HTTP target's old path, for the unit tests of `exec` and
-/// `kube` that serve it; it lives in [`cli::target`].
-#[cfg(test)]
-pub(crate) use cli::target;
-
 /// Generated protobuf code.
 pub mod pb {
     pub mod raft {

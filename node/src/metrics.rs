@@ -872,6 +872,9 @@ mod tests {
         for r in ["ok", "error", "gone"] {
             zero("raftcron_node_status_patches_total", &[("result", r)]);
         }
+        for r in DISPATCH_RESULTS {
+            zero("raftcron_node_dispatches_total", &[("result", r)]);
+        }
         for method in GRPC_METHODS {
             for code in GRPC_CODES {
                 zero(
@@ -895,6 +898,7 @@ mod tests {
             labelled.into_iter().collect::<Vec<_>>(),
             [
                 "raftcron_node_attempts_total",
+                "raftcron_node_dispatches_total",
                 "raftcron_node_grpc_requests_total",
                 "raftcron_node_runs_total",
                 "raftcron_node_status_patches_total",

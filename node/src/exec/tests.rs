@@ -45,7 +45,11 @@ fn allow_all() -> HttpExecutor {
 async fn target() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(crate::target::serve(listener, None, std::future::pending()));
+    tokio::spawn(crate::cli::target::serve(
+        listener,
+        None,
+        std::future::pending(),
+    ));
     base
 }
 

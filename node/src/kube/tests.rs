@@ -478,7 +478,7 @@ async fn the_leader_writes_run_status_and_failure_events_into_scheduledjobs() ->
     let (stop_target, target_stopped) = tokio::sync::oneshot::channel::<()>();
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let target_addr = target.local_addr()?;
-    tokio::spawn(crate::target::serve(target, None, async move {
+    tokio::spawn(crate::cli::target::serve(target, None, async move {
         let _ = target_stopped.await;
     }));
     let outcome = tokio::spawn(async move {
