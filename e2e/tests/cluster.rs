@@ -349,6 +349,10 @@ async fn the_http_port_serves_metrics_health_and_readiness() {
             "raftcron_node_runs_total{result=\"Lost\"",
             "raftcron_node_attempts_total{result=\"TimedOut\"",
             "raftcron_node_status_patches_total{result=\"error\"",
+            "raftcron_node_dispatches_total{result=\"LOST\"",
+            "raftcron_node_attached_replicas",
+            "raftcron_node_attached_apps",
+            "raftcron_node_app_lateness_seconds",
         ] {
             assert!(metrics.contains(name), "node {} lacks {name}", n.id);
         }
