@@ -179,7 +179,22 @@ pub struct Metrics {
     pub dispatches: IntCounterVec,
     /// Instant → request sent to the app by its sidecar (the sidecar's clock).
     pub app_lateness: Histogram,
+    /// Leases of app code in the replicated state (`sm::leases`).
+    pub leases_held: IntGauge,
+    /// Lease grants by this node as leader, by [`LEASE_GRANTS`] kind.
+    pub lease_grants: IntCounterVec,
+    /// Lease requests refused because another pod held the key (409).
+    pub lease_refusals: IntCounter,
+    /// Tenures ended, by [`LEASE_ENDS`] reason.
+    pub lease_ends: IntCounterVec,
 }
+
+/// Values of `raftcron_node_lease_grants_total{kind}`: a free key, a key
+/// whose previous grant had expired, a renewal by the holder.
+pub const LEASE_GRANTS: [&str; 3] = ["new", "takeover", "renewal"];
+/// Values of `raftcron_node_lease_ends_total{reason}`: released by the
+/// holder, expired (taken over or swept), the holder's sidecar shut down.
+pub const LEASE_ENDS: [&str; 3] = ["released", "expired", "shutdown"];
 
 /// Values of `raftcron_node_dispatches_total{result}`.
 pub const DISPATCH_RESULTS: [&str; 5] = ["SUCCEEDED", "FAILED", "TIMED_OUT", "REFUSED", "LOST"];
@@ -308,6 +323,20 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(app_lateness.clone()))
             .expect("unique metric");
+        let lease_grants = counter_vec(
+            r,
+            "raftcron_node_lease_grants_total",
+            "Leases of app code granted by this node as leader, by kind (new, takeover: the previous grant had expired, renewal)",
+            "kind",
+            LEASE_GRANTS,
+        );
+        let lease_ends = counter_vec(
+            r,
+            "raftcron_node_lease_ends_total",
+            "Lease tenures ended while this node led, by reason (released, expired, shutdown: the holder's sidecar stopped)",
+            "reason",
+            LEASE_ENDS,
+        );
         for method in GRPC_METHODS {
             grpc_latency.with_label_values(&[method]);
             for code in GRPC_CODES {
@@ -363,6 +392,18 @@ impl Metrics {
             ),
             dispatches,
             app_lateness,
+            leases_held: gauge(
+                r,
+                "raftcron_node_leases",
+                "Leases of app code held (in this node's replicated state)",
+            ),
+            lease_grants,
+            lease_refusals: counter(
+                r,
+                "raftcron_node_lease_refusals_total",
+                "Lease acquisitions refused by this node as leader because another pod held the key",
+            ),
+            lease_ends,
             status_patches,
             grpc_requests,
             grpc_latency,
@@ -386,6 +427,25 @@ impl Metrics {
     /// Counts one dispatched attempt's end (a [`DISPATCH_RESULTS`] value).
     pub fn dispatched(&self, result: &str) {
         self.dispatches.with_label_values(&[result]).inc();
+    }
+
+    pub fn lease_granted(&self, how: crate::sm::leases::Grant) {
+        use crate::sm::leases::Grant;
+        let kind = match how {
+            Grant::New => "new",
+            Grant::TakenOver => "takeover",
+            Grant::Renewed => "renewal",
+        };
+        self.lease_grants.with_label_values(&[kind]).inc();
+    }
+
+    pub fn lease_refused(&self) {
+        self.lease_refusals.inc();
+    }
+
+    /// Counts `n` tenures ended for `reason` (a [`LEASE_ENDS`] value).
+    pub fn lease_ended(&self, reason: &str, n: u64) {
+        self.lease_ends.with_label_values(&[reason]).inc_by(n);
     }
 
     /// Updates the Raft gauges from openraft's metrics.

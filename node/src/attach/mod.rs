@@ -11,6 +11,7 @@
 //! ```
 
 pub mod auth;
+pub mod leases;
 pub mod registry;
 
 use std::pin::Pin;
@@ -41,15 +42,18 @@ pub struct AttachService {
     ctx: Arc<NodeCtx>,
     registry: Registry,
     auth: Authenticator,
+    leases: leases::LeaseService,
 }
 
 impl AttachService {
     pub fn new(ctx: Arc<NodeCtx>, registry: Registry) -> Self {
         let auth = Authenticator::new(ctx.config.kube.as_ref(), ctx.config.tls.is_some());
+        let leases = leases::LeaseService::new(ctx.clone(), auth.clone());
         Self {
             ctx,
             registry,
             auth,
+            leases,
         }
     }
 }
@@ -192,6 +196,41 @@ impl Attach for AttachService {
             .map(Ok)
             .take_until(gone.cancelled_owned());
         Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn acquire_lease(
+        &self,
+        req: Request<pb::AcquireLeaseRequest>,
+    ) -> Result<Response<pb::LeaseReply>, Status> {
+        self.leases.acquire(req).await
+    }
+
+    async fn release_lease(
+        &self,
+        req: Request<pb::ReleaseLeaseRequest>,
+    ) -> Result<Response<pb::LeaseReply>, Status> {
+        self.leases.release(req).await
+    }
+
+    async fn get_lease(
+        &self,
+        req: Request<pb::GetLeaseRequest>,
+    ) -> Result<Response<pb::LeaseReply>, Status> {
+        self.leases.get(req).await
+    }
+
+    async fn release_pod_leases(
+        &self,
+        req: Request<pb::ReleasePodLeasesRequest>,
+    ) -> Result<Response<pb::ReleasePodLeasesReply>, Status> {
+        self.leases.release_pod(req).await
+    }
+
+    async fn list_leases(
+        &self,
+        req: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesReply>, Status> {
+        self.leases.list(req).await
     }
 }
 

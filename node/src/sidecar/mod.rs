@@ -12,6 +12,8 @@
 //! whichever node now leads.
 
 mod call;
+mod follow;
+pub mod leases;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +25,11 @@ use tokio::sync::mpsc;
 use tonic::Code;
 
 use crate::attach::{HEARTBEAT, SILENCE};
-use crate::pb::metadata::LEADER_ADDR;
 use crate::pb::sidecar as pb;
 use crate::pb::sidecar::attach_client::AttachClient;
 use crate::raft::network::Dialer;
 use call::Calls;
+use follow::Follow;
 
 #[derive(Args, Debug)]
 pub struct SidecarArgs {
@@ -116,7 +118,22 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         crate::tls::client_config(tls_ca.as_deref(), tls_cert.as_deref(), tls_key.as_deref())?;
     let listener = crate::cli::run::bind(&listen, "--listen").await?;
     let state = Arc::new(State::default());
-    tokio::spawn(serve(listener, state.clone()));
+    let follow = Arc::new(Follow::new(
+        cluster,
+        Dialer::new(tls, Duration::from_secs(1)),
+    ));
+    let leases = Arc::new(leases::Relay::new(
+        follow.clone(),
+        &namespace,
+        &app,
+        &pod,
+        token_file.clone(),
+    ));
+    tokio::spawn(serve(
+        listener,
+        state.clone(),
+        leases::router(leases.clone()),
+    ));
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -132,11 +149,12 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         token_file,
     };
     tracing::info!(namespace = %me.namespace, app = %me.app, pod = %me.pod, %app_url, "sidecar started");
-    let dialer = Dialer::new(tls, Duration::from_secs(1));
     tokio::select! {
-        _ = attach_forever(&dialer, &cluster, &me, &http, &app_url, &state) => {}
+        _ = attach_forever(&follow, &me, &http, &app_url, &state) => {}
         _ = crate::cli::shutdown_signal() => tracing::info!("stopping"),
     }
+    // Detached for good: this pod's leases are free at once.
+    leases.release_all().await;
     Ok(())
 }
 
@@ -183,25 +201,18 @@ enum Ended {
 }
 
 async fn attach_forever(
-    dialer: &Dialer,
-    cluster: &[String],
+    follow: &Follow,
     me: &Replica,
     http: &reqwest::Client,
     app_url: &str,
     state: &State,
 ) {
-    let mut next = 0usize;
-    let mut target: Option<String> = None;
     let mut backoff = Duration::from_millis(50);
     let mut max_term = 0u64;
     loop {
-        let addr = target.take().unwrap_or_else(|| {
-            let a = cluster[next % cluster.len()].clone();
-            next += 1;
-            a
-        });
+        let addr = follow.target();
         let started = std::time::Instant::now();
-        let ended = attach_once(dialer, &addr, me, http, app_url, state, &mut max_term).await;
+        let ended = attach_once(follow, &addr, me, http, app_url, state, &mut max_term).await;
         state.leader.store(0, Ordering::Relaxed);
         if started.elapsed() > Duration::from_secs(5) {
             backoff = Duration::from_millis(50); // it was a working attachment
@@ -209,11 +220,12 @@ async fn attach_forever(
         match ended {
             Ended::Retry(Some(leader)) => {
                 // Follow the named leader at once.
-                target = Some(leader);
+                follow.follow(leader);
                 continue;
             }
-            Ended::Retry(None) => {}
+            Ended::Retry(None) => follow.failed(&addr),
             Ended::Refused(why) => {
+                follow.failed(&addr);
                 tracing::error!(error = %why, "attachment refused");
                 backoff = Duration::from_secs(5);
             }
@@ -226,7 +238,7 @@ async fn attach_forever(
 }
 
 async fn attach_once(
-    dialer: &Dialer,
+    follow: &Follow,
     addr: &str,
     me: &Replica,
     http: &reqwest::Client,
@@ -234,7 +246,7 @@ async fn attach_once(
     state: &State,
     max_term: &mut u64,
 ) -> Ended {
-    let channel = match dialer.channel(addr) {
+    let channel = match follow.dialer().channel(addr) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(addr, error = %e, "bad cluster address");
@@ -260,12 +272,7 @@ async fn attach_once(
         Err(_) => return Ended::Retry(None),
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => {
-            let leader = status
-                .metadata()
-                .get(LEADER_ADDR)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .filter(|l| l != addr);
+            let leader = follow::named_leader(&status, addr);
             return match status.code() {
                 Code::PermissionDenied | Code::InvalidArgument => {
                     Ended::Refused(status.message().to_string())
@@ -295,6 +302,7 @@ async fn attach_once(
         return Ended::Retry(None);
     }
     *max_term = welcome.term;
+    follow.found(addr);
     state.leader.store(welcome.leader, Ordering::Relaxed);
     state.term.store(welcome.term, Ordering::Relaxed);
     tracing::info!(
@@ -349,7 +357,7 @@ async fn attach_once(
 }
 
 /// The local API: health for probes; attached or not for readiness.
-async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, leases: axum::Router) {
     use axum::Router;
     use axum::http::StatusCode;
     use axum::routing::get;
@@ -373,7 +381,8 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready));
+        .route("/readyz", get(ready))
+        .merge(leases);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "local API stopped");
     }
