@@ -8,6 +8,8 @@
 //! caBundle follows, the server reloads, and pods are injected again with no
 //! restart. The webhook's failurePolicy is Fail, so a call that did not reach
 //! this server or failed TLS shows up as a refused create, never as a pass.
+//! Last, a real pod without an app name gets one InjectionSkipped Event from
+//! the reporter, and a second reporter (a new leader) adds none.
 //!
 //! The API server calls `https://127.0.0.1:<port>/mutate`, so it must run on
 //! this machine (as /opt/k8s does); `RAFTCRON_E2E_WEBHOOK_HOST` names another
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
@@ -30,7 +33,7 @@ use raftcron_operator::config::ClusterConfig;
 use raftcron_operator::metrics::Metrics;
 use raftcron_operator::webhook::inject::{CONTAINER, Settings};
 use raftcron_operator::webhook::tls::{SwapCert, TlsListener};
-use raftcron_operator::webhook::{rotate, serve};
+use raftcron_operator::webhook::{report, rotate, serve};
 use serde_json::json;
 
 const SECRET: &str = "webhook-tls";
@@ -348,4 +351,64 @@ async fn the_webhook_injects_through_a_real_api_server_with_certificates_it_keep
         .with_label_values(&["injected"])
         .get();
     assert!(injected_count >= 3, "admissions counted: {injected_count}");
+
+    // The skip Event, once per pod, whichever leader writes it.
+    let pod: Pod = serde_yaml::from_str(
+        "metadata: {name: nameless, labels: {raftcron.dev/inject: \"true\"}}\nspec: {containers: [{name: web, image: localhost/busybox:latest, imagePullPolicy: IfNotPresent, command: [sleep, \"60\"]}]}\n",
+    )
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create a labelled pod without an app name");
+    let event_name = format!(
+        "nameless.injection-{}",
+        pod.metadata.uid.as_deref().unwrap()
+    );
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    let excluded = vec!["kube-system".to_string(), "raftcron-system".to_string()];
+    let first = tokio::spawn(report::run(
+        client.clone(),
+        excluded.clone(),
+        "e2e-leader-1".into(),
+    ));
+    wait_for(
+        "the InjectionSkipped Event",
+        Duration::from_secs(30),
+        async || events.get_opt(&event_name).await.unwrap().is_some(),
+    )
+    .await;
+    first.abort();
+    let second = tokio::spawn(report::run(client.clone(), excluded, "e2e-leader-2".into()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    second.abort();
+    let ev = events.get(&event_name).await.unwrap();
+    assert_eq!(ev.reason.as_deref(), Some("InjectionSkipped"));
+    assert!(
+        ev.note
+            .as_deref()
+            .unwrap()
+            .starts_with("sidecar not injected: no app name"),
+        "{:?}",
+        ev.note
+    );
+    assert_eq!(
+        ev.regarding.unwrap().uid,
+        pod.metadata.uid,
+        "on the pod itself, with its uid"
+    );
+    let about_it: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("InjectionSkipped"))
+        .map(|e| format!("{} by {:?}", e.metadata.name.unwrap(), e.reporting_instance))
+        .collect();
+    assert_eq!(
+        about_it.len(),
+        1,
+        "one Event for the pod, not one per leader: {about_it:?}"
+    );
 }
