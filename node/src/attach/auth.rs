@@ -18,8 +18,9 @@ use rustls::pki_types::CertificateDer;
 
 /// The DNS SAN suffix of a namespace-scoped sidecar certificate.
 pub const NAMESPACE_SAN_SUFFIX: &str = ".namespaces.raftcron.dev";
-/// The audience a sidecar's ServiceAccount token is projected for.
-pub const TOKEN_AUDIENCE: &str = "raftcron";
+/// The audience a sidecar's ServiceAccount token is projected for (the
+/// operator's webhook projects it; one name for both).
+use raftcron_crds::names::SIDECAR_TOKEN_AUDIENCE as TOKEN_AUDIENCE;
 /// How long a reviewed token is trusted before it is reviewed again.
 const REVIEW_TTL: Duration = Duration::from_secs(60);
 
