@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod etcd_rpc;
 pub mod kube;
+pub mod lease_check;
 pub mod ledger;
 pub mod netlab;
 pub mod plot;

@@ -12,7 +12,7 @@
 //! whichever node now leads.
 
 mod call;
-mod follow;
+pub mod follow;
 pub mod leases;
 
 use std::sync::Arc;
