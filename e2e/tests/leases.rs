@@ -423,3 +423,117 @@ async fn lease_holders_never_overlap_and_tokens_only_grow_under_faults() {
         report.verdict.summary()
     );
 }
+
+/// `deploy/examples/lease-election/` run as its README says without
+/// Kubernetes: the store, and three replicas (each app.py beside its own
+/// sidecar). One writer at a time, tokens only grow in the store, a leader
+/// paused past its TTL (SIGSTOP) is replaced, and the store refuses the old
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_election_example_has_one_writer_and_its_store_refuses_stale_tokens() {
+    use std::process::{Command, Stdio};
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: no python3");
+        return;
+    }
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/lease-election");
+    let c = Cluster::start(ClusterOptions::default()).await;
+    let sidecars = start(&c, 3).await;
+    let store_addr = format!("127.0.0.1:{}", raftcron_e2e::free_port());
+    let spawn = |script: &str, env: Vec<(&str, String)>, log: &str| {
+        let log = std::fs::File::create(c.path().join(log)).unwrap();
+        raftcron_e2e::process::ChildGuard::running(
+            Command::new("python3")
+                .arg(example.join(script))
+                .envs(env)
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (host, port) = store_addr.split_once(':').unwrap();
+    let _store = spawn(
+        "store.py",
+        vec![("HOST", host.to_string()), ("PORT", port.to_string())],
+        "store.log",
+    );
+    let mut apps: Vec<_> = sidecars
+        .iter()
+        .map(|s| {
+            spawn(
+                "app.py",
+                vec![
+                    ("SIDECAR", format!("http://{}", s.listen)),
+                    ("STORE", format!("http://{store_addr}")),
+                    ("POD", s.pod.clone()),
+                    ("TTL", "2".into()),
+                ],
+                &format!("app-{}.log", s.pod),
+            )
+        })
+        .collect();
+    let writes = || async {
+        let (_, body) = http_get(&store_addr, "/writes").await.ok()?;
+        serde_json::from_str::<Vec<Value>>(&body).ok()
+    };
+    let first = raftcron_e2e::wait_for(Duration::from_secs(20), || async {
+        writes().await.filter(|w| w.len() >= 3)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no writes\n{}", logs(&c, &sidecars)));
+    let leader_pod = first[0]["writer"].as_str().unwrap().to_string();
+    let old_token = first[0]["token"].as_u64().unwrap();
+    // The leader's process pauses for longer than its TTL (a GC pause, a
+    // stuck disk): another replica takes over and writes.
+    let i = sidecars.iter().position(|s| s.pod == leader_pod).unwrap();
+    let pid = apps[i].pid().unwrap().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let taken = raftcron_e2e::wait_for(Duration::from_secs(10), || async {
+        writes()
+            .await
+            .filter(|w| w.iter().any(|w| w["writer"] != leader_pod.as_str()))
+    })
+    .await;
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let w = taken.unwrap_or_else(|| panic!("nobody took over\n{}", logs(&c, &sidecars)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A write the paused leader would make with its old token is refused.
+    let mut store = LocalApi::new(&store_addr);
+    let stale = format!(
+        r#"{{"key": "leader", "token": {old_token}, "writer": "{leader_pod}", "value": 0}}"#
+    );
+    let (code, v) = store.call("POST", "/write", Some(&stale), T).await.unwrap();
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().starts_with("stale token"),
+        "{v}"
+    );
+    // In the store, tokens never go down and each token has one writer.
+    let all = writes().await.unwrap();
+    let mut writer_of = std::collections::BTreeMap::new();
+    for pair in all.windows(2) {
+        assert!(
+            pair[1]["token"].as_u64() >= pair[0]["token"].as_u64(),
+            "{pair:?}"
+        );
+    }
+    for w in &all {
+        let prev = writer_of.insert(w["token"].as_u64().unwrap(), w["writer"].clone());
+        assert!(
+            prev.is_none_or(|p| p == w["writer"]),
+            "token {} written by two pods",
+            w["token"]
+        );
+    }
+    assert!(writer_of.len() >= 2, "{writer_of:?}");
+    println!(
+        "{} writes, tokens and writers {writer_of:?}; first takeover after {} writes",
+        all.len(),
+        w.len()
+    );
+    for a in apps.iter_mut() {
+        a.kill9();
+    }
+}
