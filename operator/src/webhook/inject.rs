@@ -288,6 +288,8 @@ pub fn sidecar(settings: &Settings, app: &str, app_port: u16, capacity: Option<u
         json!({"name": "RAFTCRON_APP_URL", "value": format!("http://127.0.0.1:{app_port}")}),
         json!({"name": "RAFTCRON_LISTEN", "value": format!("127.0.0.1:{LISTEN_PORT}")}),
         json!({"name": "RAFTCRON_TOKEN_FILE", "value": format!("{TOKEN_DIR}/token")}),
+        // One JSON object per line, as the nodes log in the cluster.
+        json!({"name": "RAFTCRON_LOG_FORMAT", "value": "json"}),
     ];
     if let Some(c) = capacity {
         env.push(json!({"name": "RAFTCRON_CAPACITY", "value": c.to_string()}));

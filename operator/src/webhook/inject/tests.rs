@@ -106,6 +106,7 @@ fn a_labelled_pod_gets_a_native_sidecar_with_the_documented_environment() {
                 ("RAFTCRON_APP_URL", "http://127.0.0.1:8080"),
                 ("RAFTCRON_LISTEN", "127.0.0.1:7090"),
                 ("RAFTCRON_TOKEN_FILE", "/var/run/secrets/raftcron/token"),
+                ("RAFTCRON_LOG_FORMAT", "json"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string()))
         )
