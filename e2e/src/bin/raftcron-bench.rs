@@ -77,6 +77,9 @@ enum Cmd {
         /// Turns of each kind (http, app, http, app, …).
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// The sidecars' --capacity.
+        #[arg(long, default_value_t = sidecar::CAPACITY)]
+        capacity: u32,
     },
     /// Sidecar: replica kill -9 / SIGSTOP mid-attempt → retry on another
     /// replica; leader kill -9 → next app fire.
@@ -92,12 +95,13 @@ enum Cmd {
         apps: usize,
         #[arg(long, default_value_t = 10)]
         replicas: usize,
-        #[arg(long, default_value_t = 12_000)]
-        jobs: usize,
+        /// Offered loads, ascending, one window each.
+        #[arg(long, value_delimiter = ',', default_value = "5000,8000,10000,12000")]
+        jobs: Vec<usize>,
         /// Deliveries each stream announces it takes at once.
         #[arg(long, default_value_t = 10_000)]
         capacity: u32,
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         window: Duration,
     },
     /// Sidecar: all three, writing sidecar-results.md and .json to --out.
@@ -105,6 +109,14 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
         /// Shorter runs and fewer trials.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Leases for app code: acquire/renew latency through a sidecar, holder
+    /// kill -9 → new holder; with RAFTCRON_E2E_KUBECONFIG, a Kubernetes
+    /// Lease's failover (kube-lease-manager) in the same run.
+    Leases {
+        /// Fewer requests and trials.
         #[arg(long)]
         quick: bool,
     },
@@ -135,12 +147,21 @@ fn main() -> anyhow::Result<()> {
                 duration,
             } => bench::lateness(schedules, duration).await,
             Cmd::KubernetesReady { count } => bench::kubernetes_ready(count).await,
+            Cmd::Leases { quick } => {
+                let opts = if quick {
+                    bench::leases::Options::quick()
+                } else {
+                    bench::leases::Options::default()
+                };
+                bench::leases::run(opts).await
+            }
             Cmd::SidecarLateness {
                 jobs,
                 duration,
                 rounds,
+                capacity,
             } => {
-                let l = sidecar::lateness(jobs, duration, rounds).await?;
+                let l = sidecar::lateness(jobs, duration, rounds, capacity).await?;
                 Ok(sidecar::report(
                     &sidecar::lateness_figures(&l),
                     sidecar::lateness_notes(&l),
