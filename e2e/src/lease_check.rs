@@ -562,8 +562,13 @@ pub async fn run(
     let start = now_ms();
     let end = start + opts.duration.as_millis() as i64;
     let kinds = if lab.is_some() { 5 } else { 3 };
+    // Every kind in turn, from a seeded start, so a short run sees each.
+    let first = rng.range(0, kinds - 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    while now_ms() < end {
+    for round in 0.. {
+        if now_ms() >= end {
+            break;
+        }
         let leader = tokio::time::timeout(Duration::from_secs(3), c.leader())
             .await
             .ok()
@@ -572,7 +577,7 @@ pub async fn run(
             .and_then(|p| sidecars.iter().position(|s| s.pod == p))
             .unwrap_or(0);
         let hold = Duration::from_millis(rng.range(1_000, 2_000 + 1_500 * opts.ttl_s as u64));
-        let kind = rng.range(0, kinds - 1);
+        let kind = (first + round) % kinds;
         let desc = match (kind, leader) {
             (0, _) => {
                 sidecars[holder].kill9();
