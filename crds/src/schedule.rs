@@ -132,12 +132,18 @@ pub struct Schedule {
     expression: String,
     time_zone: Tz,
     kind: Kind,
+    /// `dueTime`: the first fire; the expression's instants follow after it.
+    due_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
     Cron(Box<Cron>),
-    Every { period_ms: i64 },
+    Every {
+        period_ms: i64,
+    },
+    /// No expression: only the due instant (a one-shot).
+    Once,
 }
 
 /// Resolves an IANA time zone name; `None` means UTC.
@@ -172,7 +178,34 @@ impl Schedule {
             expression: expression.to_string(),
             time_zone: tz,
             kind,
+            due_ms: None,
         })
+    }
+
+    /// The schedule of a spec: `schedule` read in `timeZone`, first firing
+    /// at `dueTime` when set; `dueTime` alone is a one-shot.
+    pub fn for_spec(
+        expr: &str,
+        time_zone: Option<&str>,
+        due_ms: Option<i64>,
+    ) -> Result<Schedule, ScheduleError> {
+        match due_ms {
+            Some(due) if expr.trim().is_empty() => Ok(Schedule {
+                expression: String::new(),
+                time_zone: parse_time_zone(time_zone)?,
+                kind: Kind::Once,
+                due_ms: Some(due),
+            }),
+            due => Ok(Schedule {
+                due_ms: due,
+                ..Schedule::parse(expr, time_zone)?
+            }),
+        }
+    }
+
+    /// The `dueTime` instant, if the schedule has one.
+    pub fn due_ms(&self) -> Option<i64> {
+        self.due_ms
     }
 
     /// The expression as written, without surrounding whitespace.
@@ -190,7 +223,7 @@ impl Schedule {
     pub fn is_fixed_time(&self) -> bool {
         match &self.kind {
             Kind::Cron(cron) => cron.determine_job_type() == croner::JobType::FixedTime,
-            Kind::Every { .. } => false,
+            Kind::Every { .. } | Kind::Once => false,
         }
     }
 
@@ -198,7 +231,13 @@ impl Schedule {
     /// schedule never fires again (for example `0 0 30 2 *`, February 30th)
     /// or the instant is beyond the year 5000.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        let after_ms = match self.due_ms {
+            Some(due) if after_ms < due => return Some(due),
+            Some(due) => after_ms.max(due),
+            None => after_ms,
+        };
         match &self.kind {
+            Kind::Once => None,
             Kind::Every { period_ms } => after_ms
                 .div_euclid(*period_ms)
                 .checked_add(1)?
@@ -235,7 +274,7 @@ impl Schedule {
     pub fn period_hint_ms(&self) -> Option<i64> {
         match self.kind {
             Kind::Every { period_ms } => Some(period_ms),
-            Kind::Cron(_) => None,
+            Kind::Cron(_) | Kind::Once => None,
         }
     }
 
@@ -261,6 +300,13 @@ impl Schedule {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(due) = self.due_ms {
+            write!(f, "at {}", crate::names::rfc3339_ms(due))?;
+            if self.expression.is_empty() {
+                return Ok(());
+            }
+            f.write_str(", then ")?;
+        }
         f.write_str(&self.expression)?;
         if self.time_zone != Tz::UTC && !matches!(self.kind, Kind::Every { .. }) {
             write!(f, " ({})", self.time_zone.name())?;

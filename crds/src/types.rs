@@ -67,6 +67,7 @@ use crate::limits;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = kubernetes_formats)]
+#[x_kube(validation = Rule::new("self.schedule != '' || has(self.dueTime)").message("one of schedule and dueTime must be set"))]
 pub struct ScheduledJobSpec {
     /// When to fire. Five fields (minute granularity, `m h dom mon dow`), six
     /// fields (seconds first, `s m h dom mon dow`), a nickname (`@yearly`,
@@ -74,9 +75,26 @@ pub struct ScheduledJobSpec {
     /// (for example `@every 30s`, `@every 1h30m`; instants are aligned to the
     /// Unix epoch, so every node computes the same ones). Fields mean what
     /// they mean in a Kubernetes CronJob (`3/9`, `*/1`, `?`, names);
-    /// raftcron's docs/cron.md lists the differences.
-    #[schemars(length(min = 1, max = 256))]
+    /// raftcron's docs/cron.md lists the differences. Empty (or left out)
+    /// with `dueTime`: a one-shot.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
     pub schedule: String,
+
+    /// Fire first at this instant (RFC 3339, for example
+    /// `2026-12-24T18:00:00Z`). Without a `schedule` the job fires once, then
+    /// it is complete; with one, the schedule's instants after it follow. A
+    /// one-shot created after its dueTime fires at once (subject to
+    /// `startingDeadlineSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub due_time: Option<String>,
+
+    /// Fire at most this many instants; then the job is complete (no next
+    /// run; a `Complete` condition in the status). Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub repeats: Option<u32>,
 
     /// IANA time zone the cron fields are read in (for example
     /// `Europe/Berlin`). Default `UTC`. In the spring-forward gap a fixed-time
@@ -148,6 +166,13 @@ impl ScheduledJobSpec {
     /// The attempt timeout in milliseconds, with the default applied.
     pub fn timeout_ms(&self) -> i64 {
         self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS) * 1000
+    }
+
+    /// `dueTime` in milliseconds since the epoch, if set and valid.
+    pub fn due_ms(&self) -> Option<i64> {
+        self.due_time
+            .as_deref()
+            .and_then(crate::names::parse_rfc3339_ms)
     }
 
     /// `startingDeadlineSeconds` in milliseconds, if set.
@@ -306,6 +331,34 @@ pub struct AppAction {
     /// deliveries in flight) or `RoundRobin`.
     #[serde(default)]
     pub placement: Placement,
+    /// When every replica of the app is at capacity, waiting deliveries go
+    /// out `High` first, then `Normal` (default), then `Low`, oldest first
+    /// within a priority; a delivery that has waited long is promoted, so
+    /// `Low` still runs under sustained `High` load.
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// The order in which deliveries waiting for a free replica go out.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
 }
 
 fn default_app_path() -> String {

@@ -217,13 +217,49 @@ fn check_schedule(spec: &ScheduledJobSpec, errors: &mut Vec<FieldError>) -> Opti
         ));
         return None;
     }
+    if spec.repeats == Some(0) {
+        errors.push(FieldError::new(
+            "spec.repeats",
+            "must be at least 1 (leave it out for no limit)",
+        ));
+    }
+    let due = match spec.due_time.as_deref() {
+        None => None,
+        Some(text) => {
+            match names::parse_rfc3339_ms(text) {
+                Some(ms) => Some(ms),
+                None => {
+                    errors.push(FieldError::new(
+                    "spec.dueTime",
+                    format!("\"{text}\" is not an RFC 3339 instant (for example 2026-12-24T18:00:00Z)"),
+                ));
+                    return None;
+                }
+            }
+        }
+    };
     // A bad zone is reported once, above; the expression is still checked.
     let zone = if zone_ok {
         spec.time_zone.as_deref()
     } else {
         None
     };
-    match Schedule::parse(&spec.schedule, zone) {
+    if spec.schedule.trim().is_empty() && due.is_none() {
+        errors.push(FieldError::new(
+            "spec.schedule",
+            "required, unless spec.dueTime is set (a one-shot)",
+        ));
+        return None;
+    }
+    if spec.schedule.trim().is_empty()
+        && let Some(due) = due
+    {
+        // A one-shot: nothing to parse but the zone (checked above).
+        return Schedule::for_spec("", zone, Some(due))
+            .ok()
+            .filter(|_| zone_ok);
+    }
+    match Schedule::for_spec(&spec.schedule, zone, due) {
         Ok(schedule) if schedule.never_fires() => {
             errors.push(FieldError::new(
                 "spec.schedule",

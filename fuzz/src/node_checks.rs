@@ -106,7 +106,14 @@ pub fn check_upserts(requests: &[spb::UpsertRequest]) {
                 } else {
                     schedule.next_after(NOW)
                 };
-                assert_eq!(next_fire(&item.spec, NOW), expected, "next_fire");
+                // The record an upsert at NOW makes, read as List reads it.
+                let mut one = State::default();
+                one.apply(&Command::Upsert {
+                    items: vec![item.clone()],
+                    now: NOW,
+                });
+                let record = one.get_by_uid(&item.uid).expect("upserted");
+                assert_eq!(next_fire(record, NOW), expected, "next_fire");
                 items.push(item);
             }
             Err(status) => {
@@ -362,7 +369,7 @@ pub fn check_state_readers(state: &State) {
     for s in state.schedules() {
         let _ = schedule_to_pb(s, NOW);
         let _ = runs_to_pb(s);
-        let _ = next_fire(&s.spec, NOW);
+        let _ = next_fire(s, NOW);
         let _ = s.has_active_attempt();
         let _ = state.get_by_uid(&s.uid);
     }

@@ -160,8 +160,7 @@ async fn schedules(State(ctx): State<Arc<NodeCtx>>) -> Json<Vec<ScheduleView>> {
                 name: s.name.clone(),
                 schedule: s.spec.schedule.clone(),
                 suspend: s.spec.suspend,
-                next_fire: convert::next_fire(&s.spec, now.max(s.claimed_through))
-                    .map(raftcron_crds::names::rfc3339_ms),
+                next_fire: convert::next_fire(s, now).map(raftcron_crds::names::rfc3339_ms),
                 last_schedule: s.last_schedule.map(raftcron_crds::names::rfc3339_ms),
                 succeeded: s.counters.succeeded,
                 failed: s.counters.failed + s.counters.timed_out + s.counters.lost,

@@ -554,6 +554,7 @@ mod tests {
                 generation: 1,
                 spec,
                 kubernetes: false,
+                app_job: None,
             }],
             now: T0 - 10_000,
         });
@@ -935,6 +936,12 @@ mod tests {
         for r in DISPATCH_RESULTS {
             zero("raftcron_node_dispatches_total", &[("result", r)]);
         }
+        for k in LEASE_GRANTS {
+            zero("raftcron_node_lease_grants_total", &[("kind", k)]);
+        }
+        for r in LEASE_ENDS {
+            zero("raftcron_node_lease_ends_total", &[("reason", r)]);
+        }
         for method in GRPC_METHODS {
             for code in GRPC_CODES {
                 zero(
@@ -960,6 +967,8 @@ mod tests {
                 "raftcron_node_attempts_total",
                 "raftcron_node_dispatches_total",
                 "raftcron_node_grpc_requests_total",
+                "raftcron_node_lease_ends_total",
+                "raftcron_node_lease_grants_total",
                 "raftcron_node_runs_total",
                 "raftcron_node_status_patches_total",
             ]

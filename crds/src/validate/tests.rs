@@ -685,3 +685,24 @@ fn an_app_action_refuses_secret_headers_naming_the_field() {
         "{message}"
     );
 }
+
+#[test]
+fn a_due_time_alone_is_a_one_shot_and_a_bad_one_names_the_field() {
+    assert_valid(
+        "dueTime: \"2030-01-01T00:00:00Z\"\naction: {http: {url: \"https://example.com\"}}",
+    );
+    let (field, message) =
+        error("dueTime: \"tomorrow\"\naction: {http: {url: \"https://example.com\"}}");
+    assert_eq!(field, "spec.dueTime");
+    assert!(message.contains("RFC 3339"), "{message}");
+    let (field, _) = error("action: {http: {url: \"https://example.com\"}}");
+    assert_eq!(field, "spec.schedule");
+}
+
+#[test]
+fn repeats_of_zero_are_refused() {
+    let (field, message) =
+        error("schedule: \"@hourly\"\nrepeats: 0\naction: {http: {url: \"https://example.com\"}}");
+    assert_eq!(field, "spec.repeats");
+    assert!(message.contains("at least 1"), "{message}");
+}

@@ -83,6 +83,7 @@ fn upsert_item(job: &ScheduledJob) -> UpsertSchedule {
         generation: 1,
         spec: job.spec.clone(),
         kubernetes: false,
+        app_job: None,
     }
 }
 

@@ -29,6 +29,7 @@ pub fn upsert_from_pb(req: &pb::UpsertRequest) -> Result<(UpsertSchedule, Schedu
         generation: req.generation,
         spec,
         kubernetes: req.kubernetes,
+        app_job: None,
     };
     Ok((item, valid.schedule))
 }
@@ -81,22 +82,27 @@ pub fn derived_uid(namespace: &str, name: &str) -> String {
     uuid::Uuid::new_v5(&NS, format!("{namespace}/{name}").as_bytes()).to_string()
 }
 
-/// The next fire after `now`, or None for a suspended schedule or one that
-/// never fires again.
-pub fn next_fire(spec: &ScheduledJobSpec, now: Millis) -> Option<Millis> {
-    if spec.suspend {
+/// The next fire of `s` after `now` (and after what it already claimed),
+/// or None for a suspended schedule or one that is done: it never fires
+/// again, its repeats are used up, or its ttl comes first.
+pub fn next_fire(s: &ScheduleRecord, now: Millis) -> Option<Millis> {
+    if s.spec.suspend {
         return None;
     }
-    parsed(&spec.schedule, spec.time_zone.as_deref())?.next_after(now)
+    let p = parsed(&s.spec)?;
+    crate::scheduler::plan::next_instant(s, &p, now.max(s.claimed_through))
 }
 
 /// Parsed schedules memoized per thread: listing 100,000 schedules would
 /// otherwise parse 100,000 expressions, most of them alike.
-fn parsed(expr: &str, tz: Option<&str>) -> Option<std::sync::Arc<Schedule>> {
+pub fn parsed(spec: &ScheduledJobSpec) -> Option<std::sync::Arc<Schedule>> {
     use crate::scheduler::parsed::ParsedSchedules;
     thread_local!(static MEMO: std::cell::RefCell<ParsedSchedules> =
         std::cell::RefCell::new(ParsedSchedules::new(1024)));
-    MEMO.with(|m| m.borrow_mut().get(expr, tz))
+    MEMO.with(|m| {
+        m.borrow_mut()
+            .get(&spec.schedule, spec.time_zone.as_deref(), spec.due_ms())
+    })
 }
 
 fn counters_to_pb(c: &Counters) -> pb::RunCounters {
@@ -120,7 +126,7 @@ pub fn schedule_to_pb(s: &ScheduleRecord, now: Millis) -> pb::ScheduleInfo {
         schedule: s.spec.schedule.clone(),
         time_zone: s.spec.time_zone.clone().unwrap_or_else(|| "UTC".into()),
         suspend: s.spec.suspend,
-        next_fire_ms: next_fire(&s.spec, now.max(s.claimed_through)),
+        next_fire_ms: next_fire(s, now),
         last_schedule_ms: s.last_schedule,
         last_success_ms: s.last_success,
         spec_json: serde_json::to_string(&s.spec).expect("spec serializes"),

@@ -63,7 +63,7 @@ pub fn compute(s: &ScheduleRecord, now: Millis) -> ScheduledJobStatus {
     ScheduledJobStatus {
         observed_generation: None,
         conditions: Vec::new(),
-        next_schedule_time: next_fire(&s.spec, now.max(s.claimed_through)).map(time),
+        next_schedule_time: next_fire(s, now).map(time),
         last_schedule_time: s.last_schedule.map(time),
         last_successful_time: s.last_success.map(time),
         // The CRD bounds the list (an apply past it would be refused whole):
@@ -215,6 +215,8 @@ mod tests {
             updated: T - 3_600_000,
             claimed_through: T,
             kubernetes: true,
+            app_job: None,
+            fired: 0,
             manual_seq: 0,
             counters: Counters::default(),
             active: Vec::new(),

@@ -660,6 +660,8 @@ async fn a_status_that_reaches_a_re_created_namesake_is_taken_back() -> anyhow::
             updated: 0,
             claimed_through: 1_795_311_000_000,
             kubernetes: true,
+            app_job: None,
+            fired: 0,
             manual_seq: 0,
             counters: Default::default(),
             active: Vec::new(),

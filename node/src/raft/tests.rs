@@ -45,6 +45,7 @@ fn upsert(i: usize) -> Command {
             generation: 1,
             spec,
             kubernetes: false,
+            app_job: None,
         }],
         now: 1_800_000_000_000,
     }

@@ -1,6 +1,6 @@
 //! The fire loop of one leadership term.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +78,10 @@ pub struct LeaderTerm {
     /// commits the run still looks pending; without this the next refresh
     /// of the schedule would launch the same attempt again.
     launched: HashMap<String, HashMap<String, u32>>,
+    /// Jobs of app code whose end was proposed: uid → when.
+    ending: HashMap<String, Millis>,
+    /// Jobs of app code with a ttl: (expires, uid), to look at again then.
+    expiring: BTreeSet<(Millis, String)>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     lease: Duration,
@@ -115,6 +119,8 @@ impl LeaderTerm {
             aborted_rx,
             running: HashMap::new(),
             launched: HashMap::new(),
+            ending: HashMap::new(),
+            expiring: BTreeSet::new(),
             done_tx,
             done_rx,
             lease,
@@ -175,10 +181,18 @@ impl LeaderTerm {
                 self.claim(&claim_err_tx);
                 next_claim = tokio::time::Instant::now() + tick;
             }
+            self.expire_jobs();
             self.arm(&recorder);
             self.ctx.metrics.active_runs.set(self.running.len() as i64);
 
             let wake = self.next_wake().map_or(next_claim, |w| w.min(next_claim));
+            let wake = match self.expiring.first() {
+                Some((at, _)) => {
+                    let wait = (at - now_ms()).max(0) as u64;
+                    wake.min(tokio::time::Instant::now() + Duration::from_millis(wait))
+                }
+                None => wake,
+            };
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = feed.changed() => {}
@@ -310,9 +324,11 @@ impl LeaderTerm {
     }
 
     fn parsed_for(&mut self, s: &ScheduleRecord) -> Option<Arc<Schedule>> {
-        let p = self
-            .parsed
-            .get(&s.spec.schedule, s.spec.time_zone.as_deref());
+        let p = self.parsed.get(
+            &s.spec.schedule,
+            s.spec.time_zone.as_deref(),
+            s.spec.due_ms(),
+        );
         if p.is_none() {
             // Validated on the way in; only a grammar change between releases gets here.
             tracing::error!(schedule = %s.key(), "unparseable schedule is not fired");
@@ -344,6 +360,7 @@ impl LeaderTerm {
     fn forget(&mut self, uid: &str) {
         self.due.forget(uid);
         self.launched.remove(uid);
+        self.ending.remove(uid);
     }
 
     /// Re-reads one schedule: its next claimable instant and its pending starts.
@@ -352,6 +369,9 @@ impl LeaderTerm {
         if !self.due.is_current(&s.uid, &basis) {
             let next = self.parsed_for(s).and_then(|p| plan::next_claimable(s, &p));
             self.due.set(&s.uid, basis, next);
+        }
+        if s.app_job.is_some() {
+            self.check_job(s);
         }
         if let Some(m) = self.launched.get_mut(&s.uid) {
             // Keep only launches the applied state does not show yet.
@@ -378,6 +398,65 @@ impl LeaderTerm {
                 );
             }
         }
+    }
+
+    /// Ends a job of app code that is complete (its repeats used up, its
+    /// dueTime fired, its ttl passed): it leaves the schedules, and the
+    /// state machine remembers why for a while. Otherwise, a job with a
+    /// ttl is looked at again when it expires.
+    fn check_job(&mut self, s: &ScheduleRecord) {
+        let now = now_ms();
+        let Some(p) = self.parsed_for(s) else {
+            return;
+        };
+        let Some(reason) = plan::completion(s, &p, now) else {
+            if let Some(e) = s.app_job.as_ref().and_then(|j| j.expires) {
+                self.expiring.insert((e, s.uid.clone()));
+            }
+            return;
+        };
+        // Proposed already and not yet applied: again only after a while.
+        if self.ending.get(&s.uid).is_some_and(|at| now - at < 5_000) {
+            self.expiring.insert((now + 5_000, s.uid.clone()));
+            return;
+        }
+        self.ending.insert(s.uid.clone(), now);
+        self.expiring.insert((now + 5_000, s.uid.clone()));
+        let cmd = Command::EndJob {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            uid: s.uid.clone(),
+            reason: format!("completed: {reason}"),
+            at: now,
+        };
+        let raft = self.ctx.raft.clone();
+        let leader = self.leader_id();
+        tokio::spawn(async move {
+            if let Err(e) = propose_as(&raft, leader, cmd).await {
+                tracing::debug!(error = %e, "ending a completed job: again later");
+            }
+        });
+    }
+
+    /// Looks again at jobs of app code whose ttl has come.
+    fn expire_jobs(&mut self) {
+        let now = now_ms();
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.expiring.first() {
+            if *at > now {
+                break;
+            }
+            let (_, uid) = self.expiring.pop_first().expect("non-empty");
+            due.push(uid);
+        }
+        if due.is_empty() {
+            return;
+        }
+        let dirty = Dirty {
+            uids: due.into_iter().collect(),
+            ..Dirty::default()
+        };
+        self.refresh(dirty);
     }
 
     /// Whether this node still leads the term this loop was started for.

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use raftcron_crds::schedule::Schedule;
 
+/// (expression, time zone, dueTime in ms): what a schedule is parsed from.
+type SpecKey = (String, Option<String>, Option<i64>);
+
 pub struct ParsedSchedules {
-    memo: HashMap<(String, Option<String>), Option<Arc<Schedule>>>,
+    memo: HashMap<SpecKey, Option<Arc<Schedule>>>,
     capacity: usize,
 }
 
@@ -20,11 +23,12 @@ impl ParsedSchedules {
         }
     }
 
-    /// The parsed schedule, or `None` if the expression does not parse
+    /// The parsed schedule of a spec (`schedule`, `timeZone`, `dueTime`
+    /// in ms), or `None` if the expression does not parse
     /// (validated on the way in: only a grammar change between releases
     /// gets there; the caller says so).
-    pub fn get(&mut self, expr: &str, tz: Option<&str>) -> Option<Arc<Schedule>> {
-        let key = (expr.to_string(), tz.map(str::to_string));
+    pub fn get(&mut self, expr: &str, tz: Option<&str>, due: Option<i64>) -> Option<Arc<Schedule>> {
+        let key = (expr.to_string(), tz.map(str::to_string), due);
         if let Some(p) = self.memo.get(&key) {
             return p.clone();
         }
@@ -32,7 +36,7 @@ impl ParsedSchedules {
             // Cheaper than LRU bookkeeping; re-parsing costs microseconds.
             self.memo.clear();
         }
-        let p = Schedule::parse(expr, tz).ok().map(Arc::new);
+        let p = Schedule::for_spec(expr, tz, due).ok().map(Arc::new);
         self.memo.insert(key, p.clone());
         p
     }
@@ -45,11 +49,11 @@ mod tests {
     #[test]
     fn alike_expressions_share_one_parse_and_the_memo_stays_bounded() {
         let mut p = ParsedSchedules::new(2);
-        let a = p.get("* * * * * *", None).unwrap();
-        let b = p.get("* * * * * *", None).unwrap();
+        let a = p.get("* * * * * *", None, None).unwrap();
+        let b = p.get("* * * * * *", None, None).unwrap();
         assert!(std::sync::Arc::ptr_eq(&a, &b));
-        assert!(p.get("not cron", None).is_none());
-        p.get("0 * * * * *", Some("Europe/Berlin")).unwrap();
+        assert!(p.get("not cron", None, None).is_none());
+        p.get("0 * * * * *", Some("Europe/Berlin"), None).unwrap();
         assert!(p.memo.len() <= 2);
     }
 }

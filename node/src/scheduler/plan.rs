@@ -54,8 +54,14 @@ pub fn claims(
     if s.spec.suspend {
         return Vec::new();
     }
-    let horizon = now + set.lookahead_ms;
+    let horizon = match s.app_job.as_ref().and_then(|j| j.expires) {
+        // Nothing after a job's ttl.
+        Some(expires) => (now + set.lookahead_ms).min(expires),
+        None => now + set.lookahead_ms,
+    };
     let instants = schedule.fires_between(s.claimed_through, horizon, set.max_instants);
+    // `repeats`: instants claimed to run; misses do not use them up.
+    let mut runs_left = s.spec.repeats.map(|r| u64::from(r).saturating_sub(s.fired));
     let deadline = s.spec.starting_deadline_ms();
     let downtime: Vec<bool> = instants
         .iter()
@@ -77,7 +83,13 @@ pub fn claims(
         } else {
             true
         };
+        if run && runs_left == Some(0) {
+            break; // complete: this instant and the later ones stay unclaimed
+        }
         if run {
+            if let Some(left) = runs_left.as_mut() {
+                *left -= 1;
+            }
             if missed_run > 0 {
                 let prev = instants[idx - 1];
                 out.push(FireClaim {
@@ -112,7 +124,46 @@ pub fn next_claimable(s: &ScheduleRecord, schedule: &Schedule) -> Option<Millis>
     if s.spec.suspend {
         return None;
     }
-    schedule.next_after(s.claimed_through)
+    next_instant(s, schedule, s.claimed_through)
+}
+
+/// The schedule's next instant after `after` it has left to fire,
+/// suspended or not: none once its repeats are used up, past its ttl, or
+/// when it never fires again.
+pub fn next_instant(s: &ScheduleRecord, schedule: &Schedule, after: Millis) -> Option<Millis> {
+    if s.spec.repeats.is_some_and(|r| s.fired >= u64::from(r)) {
+        return None;
+    }
+    let next = schedule.next_after(after)?;
+    match s.app_job.as_ref().and_then(|j| j.expires) {
+        Some(expires) if next > expires => None,
+        _ => Some(next),
+    }
+}
+
+/// Why a schedule is complete, or `None` while it has more to do: no
+/// instant left to fire (repeats used up, its one dueTime fired, past its
+/// ttl, or an expression that never fires again) and no run still going.
+pub fn completion(s: &ScheduleRecord, schedule: &Schedule, now: Millis) -> Option<&'static str> {
+    if !s.active.is_empty() || next_instant(s, schedule, s.claimed_through).is_some() {
+        return None;
+    }
+    // Past the ttl, or nothing left to fire before it.
+    let expired = s.app_job.as_ref().and_then(|j| j.expires).is_some_and(|e| {
+        now >= e
+            || schedule
+                .next_after(s.claimed_through)
+                .is_some_and(|n| n > e)
+    });
+    Some(if s.spec.repeats.is_some_and(|r| s.fired >= u64::from(r)) {
+        "its repeats are used up"
+    } else if expired {
+        "its ttl passed"
+    } else if s.spec.schedule.trim().is_empty() {
+        "its dueTime fired"
+    } else {
+        "its schedule fires no more"
+    })
 }
 
 /// Runs of one schedule that may be due to start but not started, or

@@ -63,6 +63,7 @@ fn simulate(seed: u64, secs: i64) -> Outcome {
             generation: 1,
             spec: spec(),
             kubernetes: false,
+            app_job: None,
         }],
         now: T0,
     });

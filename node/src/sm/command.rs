@@ -56,6 +56,16 @@ pub enum Command {
     SetClusterId { cluster_id: String },
     /// A lease of app code acquired, renewed, released or expired (`sm::leases`).
     Lease(super::leases::LeaseCommand),
+    /// A job of app code that is complete (its repeats used up, its one
+    /// fire done, its ttl passed) leaves the schedules; why is remembered
+    /// for a while, so asking for it says so.
+    EndJob {
+        namespace: String,
+        name: String,
+        uid: String,
+        reason: String,
+        at: Millis,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -84,6 +94,9 @@ impl std::fmt::Display for Command {
             }
             Command::SetClusterId { cluster_id } => write!(f, "SetClusterId({cluster_id})"),
             Command::Lease(c) => write!(f, "Lease({c})"),
+            Command::EndJob {
+                namespace, name, ..
+            } => write!(f, "EndJob({namespace}/{name})"),
         }
     }
 }
@@ -99,6 +112,18 @@ pub struct UpsertSchedule {
     /// Mirrors a Kubernetes ScheduledJob whose status the leader writes.
     #[serde(default)]
     pub kubernetes: bool,
+    /// Set for a job created by app code through its sidecar: it is removed
+    /// once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_job: Option<AppJob>,
+}
+
+/// What a job of app code carries beyond its spec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct AppJob {
+    /// `ttl`: no instant after this is fired, and the job ends then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Millis>,
 }
 
 /// How a fire is disposed of when it is claimed.
@@ -244,6 +269,9 @@ pub enum Response {
         cluster_id: String,
     },
     Lease(super::leases::LeaseResponse),
+    EndJob {
+        existed: bool,
+    },
 }
 
 /// Result of one upsert.

@@ -96,6 +96,12 @@ pub struct ScheduleRecord {
     /// Mirrors a Kubernetes ScheduledJob (its status is written back).
     #[serde(default)]
     pub kubernetes: bool,
+    /// A job of app code (removed once complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_job: Option<AppJob>,
+    /// Instants claimed to run, for `repeats`.
+    #[serde(default)]
+    pub fired: u64,
     pub manual_seq: u64,
     pub counters: Counters,
     /// Runs not finished, oldest instant first.
@@ -159,6 +165,9 @@ pub struct State {
     /// Leases of app code (`leases`); absent from older snapshots.
     #[serde(default)]
     leases: leases::Leases,
+    /// Jobs of app code that ended, newest last, bounded ([`ENDED_JOBS`]).
+    #[serde(default)]
+    ended_jobs: VecDeque<EndedJob>,
     #[serde(skip)]
     by_uid: HashMap<String, Key>,
     #[serde(skip)]
@@ -170,7 +179,21 @@ impl PartialEq for State {
         self.cluster_id == other.cluster_id
             && self.schedules == other.schedules
             && self.leases == other.leases
+            && self.ended_jobs == other.ended_jobs
     }
+}
+
+/// Ended jobs of app code remembered, so that asking for one says why it
+/// is gone.
+pub const ENDED_JOBS: usize = 1000;
+
+/// A job of app code that ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EndedJob {
+    pub key: Key,
+    pub uid: String,
+    pub reason: String,
+    pub at: Millis,
 }
 
 impl State {
@@ -208,6 +231,11 @@ impl State {
             .get(uid)
             .and_then(|k| self.schedules.get(k))
             .cloned()
+    }
+
+    /// Why a job of app code is gone, if it ended recently.
+    pub fn ended_job(&self, key: &Key) -> Option<&EndedJob> {
+        self.ended_jobs.iter().rev().find(|e| &e.key == key)
     }
 
     pub fn schedules(&self) -> impl Iterator<Item = &ScheduleRecord> {
@@ -278,6 +306,28 @@ impl State {
                 Response::SetClusterId { cluster_id: id }
             }
             Command::Lease(c) => Response::Lease(self.leases.apply(c)),
+            Command::EndJob {
+                namespace,
+                name,
+                uid,
+                reason,
+                at,
+            } => {
+                let key = Key::new(namespace, name);
+                let existed = self.delete(&key, Some(uid));
+                if existed {
+                    if self.ended_jobs.len() >= ENDED_JOBS {
+                        self.ended_jobs.pop_front();
+                    }
+                    self.ended_jobs.push_back(EndedJob {
+                        key,
+                        uid: uid.clone(),
+                        reason: reason.clone(),
+                        at: *at,
+                    });
+                }
+                Response::EndJob { existed }
+            }
         }
     }
 
@@ -316,8 +366,13 @@ impl State {
             spec: Arc::new(item.spec.clone()),
             created: now,
             updated: now,
-            claimed_through: now,
+            // A dueTime already past when the schedule is created fires at
+            // once (the sidecar's "enqueue", a one-shot applied late):
+            // everything before it counts as claimed, not the due instant.
+            claimed_through: item.spec.due_ms().map_or(now, |due| now.min(due - 1)),
             kubernetes: item.kubernetes,
+            app_job: item.app_job.clone(),
+            fired: 0,
             manual_seq: 0,
             counters: Counters::default(),
             active: Vec::new(),
@@ -391,6 +446,7 @@ impl State {
         let run_id = raftcron_crds::names::run_id(&s.uid, fire.instant);
         match fire.disposition {
             Disposition::Run => {
+                s.fired += 1;
                 s.active.push(RunRecord::new(
                     run_id,
                     fire.instant,

@@ -31,6 +31,7 @@ fn upsert(
             generation,
             spec,
             kubernetes: false,
+            app_job: None,
         }],
         now,
     };

@@ -25,6 +25,7 @@ fn record(schedule: &str, f: impl FnOnce(&mut ScheduledJobSpec)) -> (ScheduleRec
             generation: 1,
             spec,
             kubernetes: false,
+            app_job: None,
         }],
         now: T0,
     };
@@ -462,4 +463,92 @@ fn every_unclaimed_instant_before_the_end_of_an_outage_follows_the_policy() {
             (22, Disposition::Run)
         ]
     );
+}
+
+fn record_with(spec: serde_json::Value, created: Millis) -> (ScheduleRecord, Schedule) {
+    let spec: ScheduledJobSpec = serde_json::from_value(spec).unwrap();
+    let mut st = State::default();
+    st.apply(&Command::Upsert {
+        items: vec![UpsertSchedule {
+            namespace: "d".into(),
+            name: "j".into(),
+            uid: "u".into(),
+            generation: 1,
+            spec,
+            kubernetes: false,
+            app_job: None,
+        }],
+        now: created,
+    });
+    let s = st.get_by_uid("u").unwrap().clone();
+    let parsed = Schedule::for_spec(&s.spec.schedule, None, s.spec.due_ms()).unwrap();
+    (s, parsed)
+}
+
+#[test]
+fn a_one_shot_fires_once_at_its_due_time_then_is_complete() {
+    let due = raftcron_crds::names::rfc3339_ms(T0 + 5_000);
+    let (mut s, p) = record_with(
+        serde_json::json!({"dueTime": due, "action": {"http": {"url": "http://127.0.0.1:9/"}}}),
+        T0,
+    );
+    assert_eq!(next_claimable(&s, &p), Some(T0 + 5_000));
+    let c = claims(&s, &p, T0 + 4_500, &settings(), None);
+    assert_eq!(summary(&c), vec![(5, Disposition::Run)]);
+    s.claimed_through = T0 + 5_000;
+    s.fired = 1;
+    assert_eq!(next_claimable(&s, &p), None);
+    assert!(claims(&s, &p, T0 + 60_000, &settings(), None).is_empty());
+    assert_eq!(completion(&s, &p, T0 + 6_000), Some("its dueTime fired"));
+}
+
+#[test]
+fn a_one_shot_created_after_its_due_time_fires_at_once() {
+    let due = raftcron_crds::names::rfc3339_ms(T0);
+    let (s, p) = record_with(
+        serde_json::json!({"dueTime": due, "action": {"http": {"url": "http://127.0.0.1:9/"}}}),
+        T0 + 30,
+    );
+    assert_eq!(next_claimable(&s, &p), Some(T0));
+    let c = claims(&s, &p, T0 + 30, &settings(), None);
+    assert_eq!(summary(&c), vec![(0, Disposition::Run)]);
+}
+
+#[test]
+fn repeats_bound_the_instants_claimed_to_run_and_then_the_schedule_is_complete() {
+    let (mut s, p) = record_with(
+        serde_json::json!({"schedule": "* * * * * *", "repeats": 2,
+                           "action": {"http": {"url": "http://127.0.0.1:9/"}}}),
+        T0,
+    );
+    let c = claims(&s, &p, T0 + 4_000, &settings(), None);
+    assert_eq!(
+        summary(&c),
+        vec![(1, Disposition::Run), (2, Disposition::Run)],
+        "two of the five due instants"
+    );
+    s.claimed_through = T0 + 2_000;
+    s.fired = 2;
+    assert_eq!(next_claimable(&s, &p), None);
+    assert!(claims(&s, &p, T0 + 9_000, &settings(), None).is_empty());
+    assert_eq!(
+        completion(&s, &p, T0 + 9_000),
+        Some("its repeats are used up")
+    );
+    // Not complete while a run is still going.
+    s.active = vec![run(&s, T0 + 2_000, Phase::Running)];
+    assert_eq!(completion(&s, &p, T0 + 9_000), None);
+}
+
+#[test]
+fn a_due_time_with_a_schedule_fires_first_at_the_due_time_then_on_the_schedule() {
+    let due = raftcron_crds::names::rfc3339_ms(T0 + 2_500);
+    let (s, p) = record_with(
+        serde_json::json!({"schedule": "* * * * * *", "dueTime": due,
+                           "action": {"http": {"url": "http://127.0.0.1:9/"}}}),
+        T0,
+    );
+    let c = claims(&s, &p, T0 + 3_000, &settings(), None);
+    let at: Vec<Millis> = c.iter().map(|f| f.instant - T0).collect();
+    assert_eq!(at, vec![2_500, 3_000, 4_000]);
 }
