@@ -1,15 +1,24 @@
 //! The fault harness: nodes in their own network namespaces, a seeded random
 //! sequence of kill -9 / restart, minority and majority partitions, one-way
 //! cuts and slow links, while schedules fire into the ledger target and a
-//! writer upserts schedules. A checker then reads the ledger, the writes that
-//! were acknowledged and the run records:
+//! writer upserts schedules. With app replicas ([`apps`]: a ledger target and
+//! a sidecar each, on hosts of their own, the cluster on mutual TLS), `app`
+//! schedules fire into them too, and the faults also kill sidecars, cut them
+//! from nodes (both ways or one way) and take every replica but one away.
+//! A checker then reads the ledgers, the writes that were acknowledged and
+//! the run records:
 //!
-//! - no (run id, attempt) executed twice: no fire decided twice;
-//! - every instant of every schedule executed (the faults are shorter than
-//!   the schedules' `startingDeadlineSeconds`, and `RunAll` catches up);
+//! - no (run id, attempt) executed twice: no fire decided twice (for `app`
+//!   schedules, counted across every replica's ledger);
+//! - every instant of every http schedule executed (the faults are shorter
+//!   than the schedules' `startingDeadlineSeconds`, and `RunAll` catches
+//!   up); every instant of every app schedule delivered to some replica,
+//!   unless its whole starting deadline fell in outages (no majority of
+//!   nodes, or no replica) and the [`apps::GRACE_MS`] after them;
 //! - every acknowledged write is listed afterwards;
-//! - after healing, every node has applied the same log and no run is left
-//!   claimed, running or pending.
+//! - after healing, every node has applied the same log, no run is left
+//!   claimed, running or pending, and every Succeeded app run names the
+//!   replica that received its attempt.
 //!
 //! The same seed gives the same fault sequence (timing on a busy machine
 //! still varies).
@@ -24,7 +33,12 @@ use raftcron_node::testkit::SplitMix64;
 
 use crate::cluster::Host;
 use crate::netlab::{NetLab, Slow};
-use crate::{Cluster, ClusterOptions, Ledger, now_ms, wait_for};
+use crate::{ClientTlsFiles, Cluster, ClusterOptions, Ledger, now_ms, wait_for};
+
+pub mod apps;
+mod pki;
+
+use apps::Replica;
 
 #[derive(Clone, Debug)]
 pub struct ChaosOptions {
@@ -33,7 +47,13 @@ pub struct ChaosOptions {
     pub duration: Duration,
     /// Schedules firing every second into the ledger.
     pub schedules: usize,
-    /// Inject only this fault kind (0-9, see `run`), to chase one bug.
+    /// App replicas (each a ledger target and a sidecar); 0: none, and no
+    /// TLS, as before the sidecar scheduler.
+    pub replicas: usize,
+    /// `app` schedules firing every second into the replicas.
+    pub app_schedules: usize,
+    /// Inject only this fault kind (0-9, with replicas 0-16, see `run`), to
+    /// chase one bug.
     pub only: Option<u64>,
 }
 
@@ -51,11 +71,29 @@ pub struct ChaosReport {
     pub doubled: Vec<String>,
     pub lost_writes: Vec<String>,
     pub unconverged: Vec<String>,
+    /// App instants checked, and those excused (see [`apps::excused`]).
+    pub app_instants_checked: usize,
+    pub app_excused: usize,
+    /// Requests the replicas' apps received, in all and by pod.
+    pub app_deliveries: usize,
+    pub app_per_pod: BTreeMap<String, usize>,
+    /// App runs with more than one attempt delivered, and those whose
+    /// attempts went to more than one replica.
+    pub app_retried: usize,
+    pub app_moved: usize,
+    /// Outages (ms since start, ms): no majority of nodes, or no replica.
+    pub outages: Vec<(i64, i64)>,
+    /// Succeeded app runs whose pod did not receive the attempt.
+    pub misplaced: Vec<String>,
 }
 
 impl ChaosReport {
     pub fn violations(&self) -> usize {
-        self.missing.len() + self.doubled.len() + self.lost_writes.len() + self.unconverged.len()
+        self.missing.len()
+            + self.doubled.len()
+            + self.lost_writes.len()
+            + self.unconverged.len()
+            + self.misplaced.len()
     }
 
     pub fn summary(&self) -> String {
@@ -64,10 +102,27 @@ impl ChaosReport {
             *kinds.entry(f.split(' ').next().unwrap_or("")).or_default() += 1;
         }
         let sample = |v: &[String]| v.iter().take(10).cloned().collect::<Vec<_>>();
+        let apps = if self.app_instants_checked > 0 {
+            format!(
+                "\napp: {} instants checked ({} excused by {} outages), {} deliveries {:?}, \
+                 {} runs retried ({} on another replica), {} misplaced {:?}",
+                self.app_instants_checked,
+                self.app_excused,
+                self.outages.len(),
+                self.app_deliveries,
+                self.app_per_pod,
+                self.app_retried,
+                self.app_moved,
+                self.misplaced.len(),
+                sample(&self.misplaced),
+            )
+        } else {
+            String::new()
+        };
         format!(
             "seed {} on {} nodes: {} faults {kinds:?}\n\
              {} fire instants checked, {} ledger records, {} runs retried, {} writes acknowledged\n\
-             violations: {} missing {:?}, {} doubled {:?}, {} lost writes {:?}, {} unconverged {:?}",
+             violations: {} missing {:?}, {} doubled {:?}, {} lost writes {:?}, {} unconverged {:?}{apps}",
             self.seed,
             self.nodes,
             self.faults.len(),
@@ -104,24 +159,80 @@ enum Fault {
     Partition(Vec<usize>),
     OneWay(usize, Vec<usize>),
     Slow(usize),
+    /// kill -9 of these replicas' sidecars (1-based), restarted at heal.
+    KillSidecars(Vec<usize>),
+    /// Packets between these replicas and these nodes dropped: from the
+    /// replicas to the nodes (`up`), from the nodes to the replicas (`down`).
+    Cut {
+        replicas: Vec<usize>,
+        nodes: Vec<usize>,
+        up: bool,
+        down: bool,
+    },
+}
+
+impl Fault {
+    /// Replicas this fault leaves unable to take attempts.
+    fn replicas_out(&self) -> usize {
+        match self {
+            // Cut from the leader only, a replica still reaches a follower,
+            // which sends it to the leader it cannot reach: out all the same.
+            Fault::KillSidecars(r) | Fault::Cut { replicas: r, .. } => r.len(),
+            _ => 0,
+        }
+    }
 }
 
 const FIRE_NS: &str = "chaos";
 const WRITE_NS: &str = "chaos-writes";
 
+/// Fault kinds: 0-9 on nodes (see [`ChaosOptions::only`]), 10-16 on replicas.
+const NODE_KINDS: u64 = 9;
+const ALL_KINDS: u64 = 16;
+
 pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     NetLab::available()?;
-    let lab = NetLab::create(opts.nodes)?;
-    let hosts = (1..=opts.nodes)
+    let lab = NetLab::create_with(opts.nodes, opts.replicas)?;
+    let hosts: Vec<Host> = (1..=opts.nodes)
         .map(|i| Host {
             ip: lab.ip(i),
             netns: lab.ns(i),
         })
         .collect();
+    // Sidecars attach from other hosts: the cluster needs TLS for that.
+    let pki_dir = tempfile::Builder::new()
+        .prefix("raftcron-chaos-pki-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let pki = if opts.replicas > 0 {
+        let ips: Vec<String> = hosts.iter().map(|h| h.ip.clone()).collect();
+        Some(pki::make(pki_dir.path(), &ips, apps::APP_NS)?)
+    } else {
+        None
+    };
+    let (extra_args, client_tls) = match &pki {
+        Some(p) => (
+            vec![
+                "--tls-cert".to_string(),
+                p.node.0.display().to_string(),
+                "--tls-key".into(),
+                p.node.1.display().to_string(),
+                "--tls-ca".into(),
+                p.ca.display().to_string(),
+            ],
+            Some(ClientTlsFiles {
+                ca: p.ca.clone(),
+                cert: Some(p.client.0.clone()),
+                key: Some(p.client.1.clone()),
+            }),
+        ),
+        None => (Vec::new(), None),
+    };
     let mut c = Cluster::start(ClusterOptions {
         nodes: opts.nodes as u64,
         hosts: Some(hosts),
-        ..Default::default()
+        extra_args,
+        client_tls,
     })
     .await;
     let ledger = Ledger::start_on(c.path(), &lab.host_ip()).await;
@@ -153,6 +264,36 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
         .await
         .map_err(|e| e.to_string())?;
 
+    let mut replicas: Vec<Replica> = Vec::new();
+    let app_schedules = match &pki {
+        Some(_) => apps::schedules(opts.app_schedules),
+        None => Vec::new(),
+    };
+    if let Some(pki) = &pki {
+        for j in 1..=opts.replicas {
+            replicas.push(Replica::start(&lab, c.path(), j, &c.endpoints(), pki).await?);
+        }
+        let all = wait_for(Duration::from_secs(30), || async {
+            (apps::attached(&c).await? == opts.replicas).then_some(())
+        })
+        .await;
+        if all.is_none() {
+            let logs: Vec<String> = replicas
+                .iter()
+                .map(|r| format!("--- sidecar {} ---\n{}", r.pod, r.log_tail(20)))
+                .collect();
+            return Err(format!(
+                "the sidecars did not attach\n{}\n{}",
+                logs.join("\n"),
+                c.logs()
+            ));
+        }
+        c.client()
+            .upsert_batch(apps::upserts(&app_schedules))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+
     let start = (now_ms() / 1000 + 2) * 1000;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -162,15 +303,24 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     let mut rng = SplitMix64::new(opts.seed);
     let minority = (opts.nodes - 1) / 2;
     let t_end = start + opts.duration.as_millis() as i64;
+    // Absolute outage spans, for the app checker.
+    let mut outages: Vec<(i64, i64)> = Vec::new();
     tokio::time::sleep(Duration::from_millis((start - now_ms()).max(0) as u64)).await;
     while now_ms() < t_end {
         let leader = leader_of(&c).await;
         let n = opts.nodes;
         let k = rng.range(1, minority as u64) as usize;
-        let mut kind = rng.range(0, 9);
+        let kinds = if replicas.is_empty() {
+            NODE_KINDS
+        } else {
+            ALL_KINDS
+        };
+        let mut kind = rng.range(0, kinds);
         if let Some(only) = opts.only {
             kind = only;
         }
+        let rn = replicas.len();
+        let all_nodes: Vec<usize> = (1..=n).collect();
         let fault = match kind {
             0 | 1 => Fault::Kill(
                 leader
@@ -199,7 +349,36 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
                 let to = (1..=n).filter(|i| *i != from).collect::<Vec<_>>();
                 Fault::OneWay(from, vec![to[rng.range(0, to.len() as u64 - 1) as usize]])
             }
-            _ => Fault::Slow(leader.unwrap_or_else(|| rng.range(1, n as u64) as usize)),
+            9 => Fault::Slow(leader.unwrap_or_else(|| rng.range(1, n as u64) as usize)),
+            10 => Fault::KillSidecars(pick(&mut rng, rn, 1)),
+            // A replica outage: every sidecar but one killed.
+            11 => Fault::KillSidecars(pick(&mut rng, rn, rn - 1)),
+            // One replica cut from the leader, both ways.
+            12 => Fault::Cut {
+                replicas: pick(&mut rng, rn, 1),
+                nodes: vec![leader.unwrap_or(1)],
+                up: true,
+                down: true,
+            },
+            // One way: the replica's packets to the leader dropped, or the
+            // leader's to the replica.
+            13 | 14 => Fault::Cut {
+                replicas: pick(&mut rng, rn, 1),
+                nodes: vec![leader.unwrap_or(1)],
+                up: kind == 13,
+                down: kind == 14,
+            },
+            // A replica outage on the network: every replica but one cut
+            // from every node.
+            15 => Fault::Cut {
+                replicas: pick(&mut rng, rn, rn - 1),
+                nodes: all_nodes,
+                up: true,
+                down: true,
+            },
+            // Every sidecar killed: attempts wait for a replica until their
+            // starting deadline (an outage for the checker).
+            _ => Fault::KillSidecars((1..=rn).collect()),
         };
         let hold = Duration::from_millis(rng.range(1_000, 6_000));
         let quorum_loss = matches!(&fault, Fault::Kill(k) if k.len() > minority);
@@ -208,13 +387,18 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
         } else {
             hold
         };
-        let desc = apply(&lab, &mut c, &fault)?;
-        report.faults.push((
-            now_ms() - start,
-            format!("{desc} for {}ms", hold.as_millis()),
-        ));
+        let no_replica = rn > 0 && fault.replicas_out() >= rn;
+        let applied_at = now_ms();
+        let desc = apply(&lab, &mut c, &mut replicas, &fault)?;
+        let desc = format!("{desc} for {}ms", hold.as_millis());
+        // As it happens, so a run that hangs shows where.
+        eprintln!("chaos +{:>6} ms {desc}", applied_at - start);
+        report.faults.push((applied_at - start, desc));
         tokio::time::sleep(hold).await;
-        heal(&lab, &mut c, &fault);
+        heal(&lab, &mut c, &mut replicas, &fault);
+        if quorum_loss || no_replica {
+            outages.push((applied_at, now_ms()));
+        }
         tokio::time::sleep(Duration::from_millis(rng.range(1_000, 4_000))).await;
     }
     let end = now_ms() / 1000 * 1000 - 1000;
@@ -222,14 +406,43 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     let _ = writer.await;
 
     // Settle: retries and catch-up runs finish, then firing stops.
+    eprintln!("chaos: faults over, settling");
     c.wait_leader(Duration::from_secs(20))
         .await
         .ok_or_else(|| format!("no leader after healing\n{}", c.logs()))?;
     tokio::time::sleep(Duration::from_secs(12)).await;
     check_ledger(&ledger, opts.schedules, start, end, &mut report);
+    apps::check_ledgers(&replicas, &app_schedules, start, end, &outages, &mut report);
+    report.outages = outages.iter().map(|(a, h)| (a - start, h - a)).collect();
+    eprintln!("chaos: ledgers checked, checking writes and convergence");
     let acked = acked.lock().unwrap().clone();
-    check_writes(&c, &acked, &mut report).await;
-    check_converged(&c, opts.schedules, &mut report).await;
+    // Each check is bounded: a wedged cluster fails the run, it does not hang it.
+    let bounded = Duration::from_secs(90);
+    if tokio::time::timeout(bounded, check_writes(&c, &acked, &mut report))
+        .await
+        .is_err()
+    {
+        report
+            .lost_writes
+            .push(format!("cannot list within {bounded:?}"));
+    }
+    let mut fired: Vec<(&str, String)> = (0..opts.schedules)
+        .map(|i| (FIRE_NS, format!("s{i:03}")))
+        .collect();
+    fired.extend(app_schedules.iter().map(|s| (apps::APP_NS, s.name.clone())));
+    let converged = tokio::time::timeout(bounded, check_converged(&c, &fired, &mut report)).await;
+    if converged.is_err() {
+        report.unconverged.push(format!(
+            "the convergence check did not finish within {bounded:?}"
+        ));
+    }
+    let runs = apps::check_runs(&c, &replicas, &app_schedules, &mut report);
+    if tokio::time::timeout(bounded, runs).await.is_err() {
+        report.unconverged.push(format!(
+            "the app runs check did not finish within {bounded:?}"
+        ));
+    }
+    drop(replicas);
     drop(c);
     drop(lab);
     Ok(report)
@@ -243,7 +456,12 @@ async fn leader_of(c: &Cluster) -> Option<usize> {
         .map(|l| l as usize)
 }
 
-fn apply(lab: &NetLab, c: &mut Cluster, f: &Fault) -> Result<String, String> {
+fn apply(
+    lab: &NetLab,
+    c: &mut Cluster,
+    replicas: &mut [Replica],
+    f: &Fault,
+) -> Result<String, String> {
     let n = c.nodes.len();
     Ok(match f {
         Fault::Kill(ids) => {
@@ -282,15 +500,53 @@ fn apply(lab: &NetLab, c: &mut Cluster, f: &Fault) -> Result<String, String> {
             lab.slow(*i, how)?;
             format!("slow {i} {how:?}")
         }
+        Fault::KillSidecars(ids) => {
+            for j in ids {
+                replicas[j - 1].kill_sidecar();
+            }
+            format!("sidecar-kill replicas {ids:?}")
+        }
+        Fault::Cut {
+            replicas: ids,
+            nodes,
+            up,
+            down,
+        } => {
+            for j in ids {
+                let host = replicas[j - 1].host;
+                for node in nodes {
+                    if *up {
+                        lab.cut(host, *node)?;
+                    }
+                    if *down {
+                        lab.cut(*node, host)?;
+                    }
+                }
+            }
+            let (kind, arrow) = match (up, down) {
+                (true, true) => ("sidecar-cut", "<->"),
+                (true, false) => ("sidecar-oneway", "->"),
+                _ => ("sidecar-oneway", "<-"),
+            };
+            format!("{kind} replicas {ids:?} {arrow} nodes {nodes:?}")
+        }
     })
 }
 
-fn heal(lab: &NetLab, c: &mut Cluster, f: &Fault) {
+fn heal(lab: &NetLab, c: &mut Cluster, replicas: &mut [Replica], f: &Fault) {
     lab.heal_all();
-    if let Fault::Kill(ids) = f {
-        for i in ids {
-            c.node(*i as u64).start(false);
+    match f {
+        Fault::Kill(ids) => {
+            for i in ids {
+                c.node(*i as u64).start(false);
+            }
         }
+        Fault::KillSidecars(ids) => {
+            for j in ids {
+                replicas[j - 1].start_sidecar();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -370,12 +626,12 @@ async fn check_writes(c: &Cluster, acked: &[String], r: &mut ChaosReport) {
 }
 
 /// Stops firing, then waits for every node to apply the same log and for no
-/// run to be left active.
-async fn check_converged(c: &Cluster, schedules: usize, r: &mut ChaosReport) {
+/// run of `schedules` (namespace, name) to be left active.
+async fn check_converged(c: &Cluster, schedules: &[(&str, String)], r: &mut ChaosReport) {
     let client = c.client();
-    for i in 0..schedules {
-        if let Err(e) = client.set_suspend(FIRE_NS, &format!("s{i:03}"), true).await {
-            r.unconverged.push(format!("suspend s{i:03}: {e}"));
+    for (ns, name) in schedules {
+        if let Err(e) = client.set_suspend(ns, name, true).await {
+            r.unconverged.push(format!("suspend {ns}/{name}: {e}"));
         }
     }
     let same = wait_for(Duration::from_secs(30), || async {
@@ -393,10 +649,10 @@ async fn check_converged(c: &Cluster, schedules: usize, r: &mut ChaosReport) {
         }
         r.unconverged.push(format!("applied index differs: {v:?}"));
     }
+    let active = ["Claimed", "Running", "RetryPending"];
     let settled = wait_for(Duration::from_secs(30), || async {
-        for i in 0..schedules {
-            let runs = client.runs(FIRE_NS, &format!("s{i:03}")).await.ok()?;
-            let active = ["Claimed", "Running", "RetryPending"];
+        for (ns, name) in schedules {
+            let runs = client.runs(ns, name).await.ok()?;
             if runs
                 .runs
                 .iter()
@@ -409,7 +665,21 @@ async fn check_converged(c: &Cluster, schedules: usize, r: &mut ChaosReport) {
     })
     .await;
     if settled.is_none() {
-        r.unconverged
-            .push("runs still active 30 s after firing stopped".into());
+        let mut still = Vec::new();
+        for (ns, name) in schedules {
+            if let Ok(runs) = client.runs(ns, name).await {
+                still.extend(
+                    runs.runs
+                        .iter()
+                        .filter(|run| active.contains(&run.result.as_str()))
+                        .map(|run| {
+                            format!("{} {} attempt {}", run.run_id, run.result, run.attempt)
+                        }),
+                );
+            }
+        }
+        r.unconverged.push(format!(
+            "runs still active 30 s after firing stopped: {still:?}"
+        ));
     }
 }

@@ -4,9 +4,11 @@
 //! (a `tbf` rate limit queues and drops on the node's interface).
 //!
 //! Layout for a lab with second octet `S`: node `i` is `10.S.i.2` in namespace
-//! `rcS-n<i>`, its host-side veth is `10.S.i.1`; the host also holds
-//! `10.S.254.1` on `lo` for targets every node reaches (the ledger). The host
-//! forwards between the veths (`net.ipv4.ip_forward=1`).
+//! `rcS-n<i>`, its host-side veth is `10.S.i.1`; app host `j` (an app
+//! replica and its sidecar, [`NetLab::app_host`]) is host `100 + j`:
+//! `10.S.(100+j).2` in `rcS-a<j>`. The host also holds `10.S.254.1` on `lo`
+//! for targets every node reaches (the ledger). The host forwards between
+//! the veths (`net.ipv4.ip_forward=1`), so any two hosts can be cut apart.
 //!
 //! `tc netem` (fixed delay, random loss) is used when the kernel has it; the
 //! kernel on our CI machines lacks `sch_netem`, so `tbf` is the slow link.
@@ -40,9 +42,13 @@ pub enum Slow {
     Tbf { kbit: u32, latency_ms: u32 },
 }
 
+/// Host index of the first app host less one: app host `j` is `APP_BASE + j`.
+const APP_BASE: usize = 100;
+
 pub struct NetLab {
     octet: u8,
     nodes: usize,
+    apps: usize,
     /// `net.ipv4.ip_forward` before we set it, restored on drop.
     forward_before: String,
     pub netem: bool,
@@ -64,6 +70,11 @@ impl NetLab {
     /// Creates `nodes` namespaces. The octet comes from the process id so
     /// two labs on one host do not collide.
     pub fn create(nodes: usize) -> Result<Self, String> {
+        Self::create_with(nodes, 0)
+    }
+
+    /// Creates `nodes` node namespaces and `apps` app hosts.
+    pub fn create_with(nodes: usize, apps: usize) -> Result<Self, String> {
         let octet = 100 + (std::process::id() % 100) as u8;
         let forward_before = sh(&["sysctl", "-n", "net.ipv4.ip_forward"])?
             .trim()
@@ -71,6 +82,7 @@ impl NetLab {
         let mut lab = Self {
             octet,
             nodes,
+            apps,
             forward_before,
             netem: false,
         };
@@ -78,7 +90,7 @@ impl NetLab {
         sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         let host = lab.host_ip();
         sh(&["ip", "addr", "add", &format!("{host}/32"), "dev", "lo"])?;
-        for i in 1..=nodes {
+        for i in lab.hosts() {
             let ns = lab.ns(i);
             let (veth, peer) = (lab.veth(i), format!("{}p", lab.veth(i)));
             sh(&["ip", "netns", "add", &ns])?;
@@ -125,15 +137,31 @@ impl NetLab {
         Ok(lab)
     }
 
+    /// Host index of app host `j` (1-based), for [`Self::ip`], [`Self::cut`]…
+    pub fn app_host(j: usize) -> usize {
+        APP_BASE + j
+    }
+
+    /// Every host: the nodes, then the app hosts.
+    fn hosts(&self) -> Vec<usize> {
+        (1..=self.nodes)
+            .chain((1..=self.apps).map(Self::app_host))
+            .collect()
+    }
+
+    /// The namespace of host `i` (a node, or an app host).
     pub fn ns(&self, i: usize) -> String {
-        format!("rc{}-n{i}", self.octet)
+        match i.checked_sub(APP_BASE) {
+            Some(j) if j > 0 => format!("rc{}-a{j}", self.octet),
+            _ => format!("rc{}-n{i}", self.octet),
+        }
     }
 
     fn veth(&self, i: usize) -> String {
         format!("rc{}v{i}", self.octet)
     }
 
-    /// Node `i`'s address inside its namespace.
+    /// Host `i`'s address inside its namespace.
     pub fn ip(&self, i: usize) -> String {
         format!("10.{}.{i}.2", self.octet)
     }
@@ -147,7 +175,7 @@ impl NetLab {
         format!("10.{}.254.1", self.octet)
     }
 
-    /// Runs a command inside node `i`'s namespace.
+    /// Runs a command inside host `i`'s namespace.
     pub fn exec(&self, i: usize, args: &[&str]) -> Result<String, String> {
         let ns = self.ns(i);
         let mut v = vec!["ip", "netns", "exec", &ns];
@@ -155,16 +183,16 @@ impl NetLab {
         sh(&v)
     }
 
-    /// Drops every packet node `from` sends to node `to` (one way).
+    /// Drops every packet host `from` sends to host `to` (one way).
     pub fn cut(&self, from: usize, to: usize) -> Result<(), String> {
         let net = format!("10.{}.{to}.0/24", self.octet);
         self.exec(from, &["ip", "route", "replace", "blackhole", &net])
             .map(drop)
     }
 
-    /// Restores every link of node `i` (both directions) and its speed.
+    /// Restores every link of host `i` (both directions) and its speed.
     pub fn heal(&self, i: usize) {
-        for j in 1..=self.nodes {
+        for j in self.hosts() {
             let net = format!("10.{}.{j}.0/24", self.octet);
             let _ = self.exec(i, &["ip", "route", "del", "blackhole", &net]);
         }
@@ -172,7 +200,7 @@ impl NetLab {
     }
 
     pub fn heal_all(&self) {
-        for i in 1..=self.nodes {
+        for i in self.hosts() {
             self.heal(i);
         }
     }
@@ -201,7 +229,7 @@ impl NetLab {
     }
 
     fn teardown(&self) {
-        for i in 1..=self.nodes {
+        for i in self.hosts() {
             // Deleting the namespace deletes its end of the veth pair, and
             // with it the host end.
             let _ = sh(&["ip", "netns", "del", &self.ns(i)]);
