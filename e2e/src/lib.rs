@@ -91,10 +91,28 @@ where
 
 /// A plain HTTP/1.0 GET: (status code, body).
 pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, None).await
+}
+
+/// A plain HTTP/1.0 request with an optional JSON body: (status code, body).
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
+    let body = json.unwrap_or("");
+    let head = match json {
+        Some(_) => format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ),
+        None => format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    };
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body.as_bytes()).await?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await?;
     let code = buf

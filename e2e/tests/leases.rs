@@ -230,7 +230,9 @@ async fn bad_lease_requests_are_refused_naming_the_field_and_lose_nothing() {
     let (code, kept) = post(&mut api, "kept", 60).await;
     assert_eq!(code, 200, "{kept}");
     let big = format!(r#"{{"ttlSeconds": 5, "pad": "{}"}}"#, "x".repeat(5000));
-    let cases: Vec<(&str, String, Option<String>, u16, &str, &str)> = vec![
+    // (method, path, body, expected status, field, words of the error)
+    type Case<'a> = (&'a str, String, Option<String>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/leases/a/b".into(),

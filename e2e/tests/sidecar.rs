@@ -8,91 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 use common::certs::{ca, leaf};
-use raftcron_e2e::{
-    ClientTlsFiles, Cluster, ClusterOptions, Ledger, bin, free_port, http_get, now_ms, wait_for,
-};
+use common::replica::{Replica, all_attached};
+use raftcron_e2e::{ClientTlsFiles, Cluster, ClusterOptions, http_get, now_ms, wait_for};
 use raftcron_node::pb::scheduler::UpsertRequest;
-
-/// One replica: its app (a ledger target) and its sidecar process.
-struct Replica {
-    pod: String,
-    app: Ledger,
-    listen: String,
-    log: std::path::PathBuf,
-    sidecar: Option<Child>,
-}
-
-impl Replica {
-    async fn start(dir: &std::path::Path, cluster: &[String], namespace: &str, pod: &str) -> Self {
-        Self::start_with(dir, cluster, namespace, pod, &[]).await
-    }
-
-    async fn start_with(
-        dir: &std::path::Path,
-        cluster: &[String],
-        namespace: &str,
-        pod: &str,
-        extra: &[String],
-    ) -> Self {
-        let home = dir.join(pod);
-        std::fs::create_dir_all(&home).unwrap();
-        let app = Ledger::start(&home).await;
-        let listen = format!("127.0.0.1:{}", free_port());
-        let log = home.join("sidecar.log");
-        let mut r = Replica {
-            pod: pod.to_string(),
-            app,
-            listen,
-            log,
-            sidecar: None,
-        };
-        r.spawn(cluster, namespace, extra);
-        r
-    }
-
-    fn spawn(&mut self, cluster: &[String], namespace: &str, extra: &[String]) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        self.sidecar = Some(
-            Command::new(bin("raftcron-node"))
-                .arg("sidecar")
-                .args(["--cluster", &cluster.join(",")])
-                .args(["--namespace", namespace, "--app", "web", "--pod", &self.pod])
-                .args(["--app-url", &format!("http://{}", self.app.addr)])
-                .args(["--listen", &self.listen])
-                .args(extra)
-                .env("RAFTCRON_LOG", "info")
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn sidecar"),
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.sidecar.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    async fn attached(&self) -> bool {
-        matches!(http_get(&self.listen, "/readyz").await, Ok((200, _)))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 fn app_job(name: &str, spec: serde_json::Value) -> UpsertRequest {
     UpsertRequest {
@@ -116,19 +38,6 @@ fn deliveries(replicas: &[Replica]) -> HashMap<(String, u32), Vec<String>> {
         }
     }
     m
-}
-
-async fn all_attached(replicas: &[Replica], timeout: Duration) -> bool {
-    wait_for(timeout, || async {
-        for r in replicas {
-            if !r.attached().await {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await
-    .is_some()
 }
 
 fn logs(c: &Cluster, replicas: &[Replica]) -> String {

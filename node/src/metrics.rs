@@ -179,6 +179,8 @@ pub struct Metrics {
     pub dispatches: IntCounterVec,
     /// Instant → request sent to the app by its sidecar (the sidecar's clock).
     pub app_lateness: Histogram,
+    /// How long `app` deliveries waited for a free replica (all busy).
+    pub app_wait: Histogram,
     /// Leases of app code in the replicated state (`sm::leases`).
     pub leases_held: IntGauge,
     /// Lease grants by this node as leader, by [`LEASE_GRANTS`] kind.
@@ -323,6 +325,16 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(app_lateness.clone()))
             .expect("unique metric");
+        let app_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "raftcron_node_app_wait_seconds",
+                "Time app deliveries waited for a free replica (every replica of the app at capacity), for those that had to wait",
+            )
+            .buckets(LATENESS_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(app_wait.clone()))
+            .expect("unique metric");
         let lease_grants = counter_vec(
             r,
             "raftcron_node_lease_grants_total",
@@ -392,6 +404,7 @@ impl Metrics {
             ),
             dispatches,
             app_lateness,
+            app_wait,
             leases_held: gauge(
                 r,
                 "raftcron_node_leases",

@@ -51,11 +51,11 @@ struct Inner {
     changed: watch::Sender<u64>,
 }
 
-/// The caller of a lease RPC, checked.
-struct Caller {
-    namespace: String,
-    app: String,
-    pod: String,
+/// The caller of a lease (or job) RPC, checked.
+pub(super) struct Caller {
+    pub namespace: String,
+    pub app: String,
+    pub pod: String,
 }
 
 fn name(field: &str, value: &str) -> Result<(), Status> {
@@ -124,8 +124,9 @@ impl LeaseService {
         }))
     }
 
-    /// The leader check, then the caller's fields and credentials.
-    async fn caller<T>(
+    /// The leader check, then the caller's fields and credentials (the job
+    /// RPCs check their callers with it too).
+    pub(super) async fn caller<T>(
         &self,
         req: &Request<T>,
         caller: Option<&pb::LeaseCaller>,

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod auth;
+pub mod jobs;
 pub mod leases;
 pub mod registry;
 
@@ -43,17 +44,20 @@ pub struct AttachService {
     registry: Registry,
     auth: Authenticator,
     leases: leases::LeaseService,
+    jobs: jobs::JobService,
 }
 
 impl AttachService {
     pub fn new(ctx: Arc<NodeCtx>, registry: Registry) -> Self {
         let auth = Authenticator::new(ctx.config.kube.as_ref(), ctx.config.tls.is_some());
         let leases = leases::LeaseService::new(ctx.clone(), auth.clone());
+        let jobs = jobs::JobService::new(ctx.clone(), leases.clone());
         Self {
             ctx,
             registry,
             auth,
             leases,
+            jobs,
         }
     }
 }
@@ -231,6 +235,34 @@ impl Attach for AttachService {
         req: Request<pb::ListLeasesRequest>,
     ) -> Result<Response<pb::ListLeasesReply>, Status> {
         self.leases.list(req).await
+    }
+
+    async fn put_job(
+        &self,
+        req: Request<pb::PutJobRequest>,
+    ) -> Result<Response<pb::JobReply>, Status> {
+        self.jobs.put(req).await
+    }
+
+    async fn get_job(
+        &self,
+        req: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::JobReply>, Status> {
+        self.jobs.get(req).await
+    }
+
+    async fn delete_job(
+        &self,
+        req: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::JobReply>, Status> {
+        self.jobs.delete(req).await
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsReply>, Status> {
+        self.jobs.list(req).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! The fire loop of one leadership term.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use super::firer::{Aborted, Armed, Done, Firer, StartTask, fire_lease};
 use super::parsed::ParsedSchedules;
 use super::plan::{self, PlanSettings, StartDecision};
 use super::recorder::Recorder;
+use super::waiting;
 use crate::clock::{now_ms, now_us};
 use crate::ctx::NodeCtx;
 use crate::exec::{Attempt, Executors};
@@ -44,6 +45,14 @@ struct StartKey {
     at: Millis,
     run_id: String,
     attempt: u32,
+}
+
+/// An `app` delivery no replica could take yet.
+struct Waiter {
+    key: StartKey,
+    uid: String,
+    /// When it first had to wait.
+    since: Millis,
 }
 
 /// A claim entry that did not apply, and the schedules it was for.
@@ -78,6 +87,10 @@ pub struct LeaderTerm {
     /// commits the run still looks pending; without this the next refresh
     /// of the schedule would launch the same attempt again.
     launched: HashMap<String, HashMap<String, u32>>,
+    /// `app` deliveries waiting for a free replica, tried again in priority
+    /// order (`waiting`) whenever the loop turns, at least every
+    /// [`APP_RETRY_MS`].
+    waiting: Vec<Waiter>,
     /// Jobs of app code whose end was proposed: uid → when.
     ending: HashMap<String, Millis>,
     /// Jobs of app code with a ttl: (expires, uid), to look at again then.
@@ -119,6 +132,7 @@ impl LeaderTerm {
             aborted_rx,
             running: HashMap::new(),
             launched: HashMap::new(),
+            waiting: Vec::new(),
             ending: HashMap::new(),
             expiring: BTreeSet::new(),
             done_tx,
@@ -186,6 +200,11 @@ impl LeaderTerm {
             self.ctx.metrics.active_runs.set(self.running.len() as i64);
 
             let wake = self.next_wake().map_or(next_claim, |w| w.min(next_claim));
+            let wake = if self.waiting.is_empty() {
+                wake
+            } else {
+                wake.min(tokio::time::Instant::now() + Duration::from_millis(APP_RETRY_MS as u64))
+            };
             let wake = match self.expiring.first() {
                 Some((at, _)) => {
                     let wait = (at - now_ms()).max(0) as u64;
@@ -601,27 +620,62 @@ impl LeaderTerm {
         let mut gates: BTreeMap<Millis, Vec<StartTask>> = BTreeMap::new();
         let arm_started = now_us();
         let horizon = (now_us() + ARM_US) / 1000;
-        let mut due = Vec::new();
+        // (key, uid, waiting since): new starts, then the deliveries still
+        // waiting for a replica.
+        let mut due: Vec<(StartKey, String, Option<Millis>)> = Vec::new();
         while let Some(entry) = self.queue.first_entry() {
             if entry.key().at > horizon {
                 break;
             }
-            let (
-                StartKey {
-                    at,
-                    run_id,
-                    attempt,
-                },
-                uid,
-            ) = entry.remove_entry();
-            due.push((at, uid, run_id, attempt));
+            let (key, uid) = entry.remove_entry();
+            due.push((key, uid, None));
         }
+        due.extend(
+            std::mem::take(&mut self.waiting)
+                .into_iter()
+                .map(|w| (w.key, w.uid, Some(w.since))),
+        );
         if due.is_empty() {
             return;
         }
         let ctx = self.ctx.clone();
         let d = ctx.sm.read();
-        for (at, uid, run_id, attempt) in due {
+        let now = now_ms();
+        // Deliveries of `app` actions compete for replicas: in priority
+        // order, oldest first (`waiting::order`); the others do not care.
+        due.sort_by_cached_key(|(key, uid, since)| {
+            match d
+                .state
+                .get_by_uid(uid)
+                .and_then(|s| s.spec.action.app.as_ref())
+            {
+                Some(app) => (
+                    1,
+                    waiting::order(
+                        &waiting::Rank {
+                            priority: app.priority,
+                            since: since.unwrap_or(now),
+                            due: key.at,
+                        },
+                        now,
+                    ),
+                ),
+                None => (0, (0, key.at)),
+            }
+        });
+        // Apps found with no free replica in this pass: their other
+        // deliveries wait without trying, so none overtakes a better one.
+        let mut full: HashSet<(String, String)> = HashSet::new();
+        for (
+            StartKey {
+                at,
+                run_id,
+                attempt,
+            },
+            uid,
+            waiting_since,
+        ) in due
+        {
             let Some(s) = d.state.get_arc_by_uid(&uid) else {
                 continue;
             };
@@ -664,9 +718,30 @@ impl LeaderTerm {
             };
             // An `app` attempt is placed on a replica and sent to it now,
             // ahead of the instant; the call waits for the firer's go.
-            let prepared = match self.executors.prepare(&s.namespace, &s.spec, &attempt) {
-                Ok(p) => p,
+            let app_key = s
+                .spec
+                .action
+                .app
+                .as_ref()
+                .map(|a| (s.namespace.clone(), a.name.clone()));
+            let placed = match &app_key {
+                Some(k) if full.contains(k) => Err("its app's replicas are busy".to_string()),
+                _ => self.executors.prepare(&s.namespace, &s.spec, &attempt),
+            };
+            let prepared = match placed {
+                Ok(p) => {
+                    if let Some(since) = waiting_since {
+                        self.ctx
+                            .metrics
+                            .app_wait
+                            .observe((now_ms() - since).max(0) as f64 / 1e3);
+                    }
+                    p
+                }
                 Err(why) => {
+                    if let Some(k) = app_key {
+                        full.insert(k);
+                    }
                     // No replica can take it now: again shortly, until the
                     // starting deadline (or APP_WAIT without one) passes.
                     let due = if run.first_start.is_none() {
@@ -675,7 +750,7 @@ impl LeaderTerm {
                         at
                     };
                     let wait = s.spec.starting_deadline_ms().unwrap_or(APP_WAIT_MS);
-                    let retry_at = now_ms() + APP_RETRY_MS;
+                    let retry_at = now + APP_RETRY_MS;
                     if retry_at - due > wait {
                         let app = s.spec.action.app.as_ref().map_or("", |a| a.name.as_str());
                         let e = RunEvent::Missed {
@@ -693,14 +768,15 @@ impl LeaderTerm {
                         recorder.record(e);
                     } else {
                         tracing::debug!(run_id = %attempt.run_id, reason = %why, "waiting for a replica");
-                        self.queue.insert(
-                            StartKey {
-                                at: retry_at,
+                        self.waiting.push(Waiter {
+                            key: StartKey {
+                                at,
                                 run_id: attempt.run_id,
                                 attempt: attempt.attempt,
                             },
                             uid,
-                        );
+                            since: waiting_since.unwrap_or(now),
+                        });
                     }
                     continue;
                 }

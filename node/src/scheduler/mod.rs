@@ -21,6 +21,7 @@ pub mod plan;
 mod recorder;
 #[cfg(test)]
 mod sim_tests;
+mod waiting;
 
 use std::sync::Arc;
 

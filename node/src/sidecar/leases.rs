@@ -40,7 +40,7 @@ const TOKEN_REREAD: Duration = Duration::from_secs(10);
 
 /// Relays this pod's lease calls to the leader.
 pub struct Relay {
-    follow: Arc<Follow>,
+    pub(super) follow: Arc<Follow>,
     namespace: String,
     app: String,
     pod: String,
@@ -49,9 +49,9 @@ pub struct Relay {
 }
 
 /// An error for the app: status and `{"error", "field"?}`.
-struct ApiError {
-    status: StatusCode,
-    body: Value,
+pub(super) struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) body: Value,
 }
 
 impl IntoResponse for ApiError {
@@ -60,7 +60,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
+pub(super) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
         body: json!({"error": message.into(), "field": field}),
@@ -76,9 +76,11 @@ fn invalid(e: InvalidLease) -> ApiError {
 }
 
 /// A gRPC refusal as the app sees it.
-fn from_status(s: Status) -> ApiError {
+pub(super) fn from_status(s: Status) -> ApiError {
     let status = match s.code() {
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
         Code::PermissionDenied | Code::Unauthenticated => StatusCode::FORBIDDEN,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
@@ -130,7 +132,8 @@ impl Relay {
         }
     }
 
-    fn caller(&self) -> Result<pb::LeaseCaller, ApiError> {
+    /// Who this pod is, with its current token (the job calls use it too).
+    pub(super) fn caller(&self) -> Result<pb::LeaseCaller, ApiError> {
         let token = match &self.token_file {
             None => String::new(),
             Some(f) => {

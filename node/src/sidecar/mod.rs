@@ -13,6 +13,7 @@
 
 mod call;
 pub mod follow;
+mod jobs;
 pub mod leases;
 
 use std::sync::Arc;
@@ -132,7 +133,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     tokio::spawn(serve(
         listener,
         state.clone(),
-        leases::router(leases.clone()),
+        leases::router(leases.clone()).merge(jobs::router(leases.clone())),
     ));
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)

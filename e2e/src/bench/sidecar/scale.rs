@@ -179,9 +179,8 @@ pub async fn scale(o: ScaleOptions) -> anyhow::Result<Scale> {
     };
     let most = o.jobs.iter().copied().max().unwrap_or(0);
     let mut levels = Vec::new();
-    let mut generation = 1;
-    for &offered in &o.jobs {
-        generation += 1;
+    // Generations 2, 3, …: each level re-applies the specs as an update.
+    for (generation, &offered) in (2..).zip(o.jobs.iter()) {
         let items: Vec<_> = (0..most)
             .map(|i| job(&format!("load-{i:05}"), generation, &spec(i >= offered)))
             .collect();
