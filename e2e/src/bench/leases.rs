@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use super::{Report, percentile, sorted};
 use crate::lease_check::{LocalApi, Sidecar};
 use crate::{Cluster, ClusterOptions};
+use raftcron_node::pb::sidecar as pb;
+use raftcron_node::pb::sidecar::attach_client::AttachClient;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -121,6 +123,45 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     latency_rows(&mut report, "lease acquire (a free key)", acquire);
     latency_rows(&mut report, "lease renew", renew);
+    // The same calls straight to the leader's gRPC port: what the sidecar hop adds.
+    let leader = c
+        .wait_leader(Duration::from_secs(5))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    let addr = c.nodes[leader as usize - 1].grpc.clone();
+    let mut direct = AttachClient::connect(format!("http://{addr}")).await?;
+    let caller = pb::LeaseCaller {
+        namespace: "bench".into(),
+        app: "web".into(),
+        pod: "direct".into(),
+        token: String::new(),
+    };
+    let mut raw = Vec::new();
+    for i in 0..opts.requests {
+        let key = if i % 2 == 0 {
+            format!("direct-{i}")
+        } else {
+            "direct".into()
+        };
+        let t = Instant::now();
+        let r = direct
+            .acquire_lease(pb::AcquireLeaseRequest {
+                caller: Some(caller.clone()),
+                key,
+                ttl_ms: 60_000,
+            })
+            .await?
+            .into_inner();
+        raw.push(ms(t.elapsed()));
+        anyhow::ensure!(r.ok, "direct acquire refused");
+    }
+    let raw = sorted(raw);
+    report.add(
+        "  for comparison: the same, gRPC straight to the leader (no sidecar), acquire and renew, p50",
+        percentile(&raw, 50.0),
+        "ms",
+    );
+    report.add("  same, p99", percentile(&raw, 99.0), "ms");
     report.notes.push(format!(
         "Latency: {} sequential requests each, from this process over one kept HTTP/1.1 connection to a sidecar, \
          relayed to the leader of 3 nodes on loopback (each grant a Raft write: fsync on a quorum).",
