@@ -44,6 +44,10 @@ pub const FIELD_MANAGER_NODE: &str = "raftcron-node";
 /// Condition type: the spec is valid and the schedule is registered in the
 /// scheduler cluster.
 pub const READY: &str = "Ready";
+/// Condition type: a one-shot fired, or a bounded schedule used its
+/// `repeats`; nothing more will run. Written by the scheduler leader (its
+/// own field manager; `conditions` is a list map keyed by type).
+pub const COMPLETE: &str = "Complete";
 
 /// `reason` values of the `Ready` condition.
 pub mod reason {

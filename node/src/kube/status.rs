@@ -8,9 +8,11 @@
 //!  ScheduleRecord.history ──failures──► one Warning Event per Failed / TimedOut / Lost / Missed run
 //! ```
 //!
-//! `conditions` and `observedGeneration` belong to the operator (its own
-//! field manager); they are never part of what the node applies, so a
-//! forced apply by the node cannot take them over or remove them.
+//! `observedGeneration` and the `Ready` condition belong to the operator
+//! (its own field manager); the node applies only the `Complete` condition
+//! (`conditions` is a list map keyed by type, so each manager owns its own
+//! entries), and none while a schedule has more to do, so a forced apply
+//! by the node cannot take the operator's over or remove them.
 
 use std::collections::HashSet;
 
@@ -62,7 +64,7 @@ pub fn summary(r: &RunRecord) -> RunSummary {
 pub fn compute(s: &ScheduleRecord, now: Millis) -> ScheduledJobStatus {
     ScheduledJobStatus {
         observed_generation: None,
-        conditions: Vec::new(),
+        conditions: complete(s, now).into_iter().collect(),
         next_schedule_time: next_fire(s, now).map(time),
         last_schedule_time: s.last_schedule.map(time),
         last_successful_time: s.last_success.map(time),
@@ -80,11 +82,37 @@ pub fn compute(s: &ScheduleRecord, now: Millis) -> ScheduledJobStatus {
     }
 }
 
+/// The `Complete` condition of a schedule with nothing left to do (a
+/// one-shot that fired, `repeats` used up), dated by its last run's end so
+/// that it does not change from one write to the next.
+fn complete(
+    s: &ScheduleRecord,
+    now: Millis,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let schedule = crate::api::convert::parsed(&s.spec)?;
+    let why = crate::scheduler::plan::completion(s, &schedule, now)?;
+    let at = s
+        .history
+        .front()
+        .and_then(|r| r.end)
+        .unwrap_or(s.claimed_through);
+    let at = k8s_openapi::jiff::Timestamp::from_millisecond(at).ok()?;
+    Some(Condition {
+        type_: names::COMPLETE.to_string(),
+        status: "True".to_string(),
+        reason: "Completed".to_string(),
+        message: format!("complete: {why}; nothing more will run"),
+        last_transition_time: Time(at),
+        observed_generation: Some(s.generation),
+    })
+}
+
 /// The part of a status read from the API server that the node owns, for
 /// comparing with [`compute`] (a new leader does not rewrite unchanged ones).
 pub fn owned(mut status: ScheduledJobStatus) -> ScheduledJobStatus {
     status.observed_generation = None;
-    status.conditions = Vec::new();
+    status.conditions.retain(|c| c.type_ == names::COMPLETE);
     status
 }
 
@@ -94,9 +122,23 @@ pub fn owned(mut status: ScheduledJobStatus) -> ScheduledJobStatus {
 pub fn apply_body(s: &ScheduleRecord, status: &ScheduledJobStatus) -> serde_json::Value {
     let mut status = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
     if let Some(map) = status.as_object_mut() {
-        // Belt and braces: even an empty list or a zero here would make the
-        // forced apply take these fields from the operator.
-        map.remove("conditions");
+        // Only the node's own condition, and no empty list or zero: the
+        // forced apply would take those fields from the operator.
+        let own: Vec<serde_json::Value> = map
+            .get("conditions")
+            .and_then(|c| c.as_array())
+            .map(|c| {
+                c.iter()
+                    .filter(|c| c["type"] == names::COMPLETE)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if own.is_empty() {
+            map.remove("conditions");
+        } else {
+            map.insert("conditions".into(), serde_json::Value::Array(own));
+        }
         map.remove("observedGeneration");
     }
     json!({
@@ -339,6 +381,34 @@ action: {http: {url: "http://target.example/run"}}
         );
         let suspended = record(&format!("{EVERY_MINUTE}suspend: true\n"));
         assert_eq!(compute(&suspended, T).next_schedule_time, None);
+    }
+
+    #[test]
+    fn a_one_shot_that_ran_has_no_next_run_and_a_complete_condition_only_the_node_applies() {
+        let mut s = record(&format!(
+            "dueTime: \"{}\"\naction: {{http: {{url: \"http://127.0.0.1:9/\"}}}}",
+            time(T)
+        ));
+        s.claimed_through = T;
+        s.fired = 1;
+        s.history = VecDeque::from(vec![run(T, Phase::Done(FinalResult::Succeeded))]);
+        let status = compute(&s, T + 5_000);
+        assert_eq!(status.next_schedule_time, None);
+        assert_eq!(status.conditions.len(), 1);
+        assert_eq!(status.conditions[0].type_, names::COMPLETE);
+        assert_eq!(status.conditions[0].status, "True");
+        // The same on the next write: nothing to rewrite.
+        assert_eq!(compute(&s, T + 60_000), status);
+        let mut with_ready = status.clone();
+        with_ready.conditions.push(condition());
+        let body = apply_body(&s, &with_ready);
+        let conditions = body["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "the operator's Ready is not applied");
+        assert_eq!(conditions[0]["type"], "Complete");
+        // Still due: no condition.
+        s.fired = 0;
+        s.claimed_through = T - 1;
+        assert!(compute(&s, T - 500).conditions.is_empty());
     }
 
     #[test]

@@ -559,6 +559,43 @@ async fn the_leader_writes_run_status_and_failure_events_into_scheduledjobs() ->
         assert_eq!(status.observed_generation, Some(1), "the operator's field stays");
         assert_eq!(status.conditions.len(), 1, "the operator's condition stays");
 
+        // A one-shot: fires once at its dueTime; then no NEXT RUN and a
+        // Complete condition beside the operator's Ready.
+        let due = raftcron_crds::names::rfc3339_ms(crate::clock::now_ms() + 2_000);
+        let once_spec = spec(&format!(
+            "dueTime: '{due}'\naction: {{http: {{url: 'http://{target_addr}/ok'}}}}\n"
+        ));
+        let once_uid = create_scheduledjob(&client, &ns.name, "one-shot", &once_spec).await?;
+        sjs.patch_status(
+            "one-shot",
+            &PatchParams::apply(raftcron_crds::names::FIELD_MANAGER_OPERATOR).force(),
+            &Patch::Apply(json!({
+                "apiVersion": raftcron_crds::names::API_VERSION, "kind": raftcron_crds::names::KIND,
+                "status": {"observedGeneration": 1, "conditions": [{
+                    "type": "Ready", "status": "True", "reason": "Registered", "message": "registered",
+                    "lastTransitionTime": "2026-11-22T01:30:00Z"}]}
+            })),
+        )
+        .await?;
+        api.upsert_batch(vec![upsert("one-shot", &once_uid, &once_spec)]).await?;
+        let once = wait_for("the one-shot's Complete condition", Duration::from_secs(30), || {
+            let sjs = sjs.clone();
+            async move {
+                let st = sjs.get("one-shot").await?.status.unwrap_or_default();
+                let complete = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == raftcron_crds::names::COMPLETE && c.status == "True");
+                Ok(complete.then_some(st))
+            }
+        })
+        .await?;
+        assert_eq!(once.last_run.as_ref().map(|r| r.result.as_str()), Some("Succeeded"));
+        assert_eq!(once.recent_runs.len(), 1, "it ran once");
+        assert_eq!(once.next_schedule_time, None, "no NEXT RUN");
+        let types: Vec<&str> = once.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert!(types.contains(&"Ready") && types.contains(&"Complete"), "{types:?}");
+
         // The printer columns of `kubectl get sj`, as the API server renders them.
         let mut req = ::kube::core::Request::new(format!(
             "/apis/raftcron.dev/v1alpha1/namespaces/{}/scheduledjobs",
