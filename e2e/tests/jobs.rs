@@ -101,6 +101,22 @@ async fn jobs_from_code_fire_once_honour_repeats_ttl_and_overwrite_and_refuse_ba
     .await;
     assert!(code == 200 || code == 201, "{code} {e}");
 
+    // raftcronctl sees them too.
+    let listed = c.ctl_json(&["jobs", "list", "shop/web"]);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"later") && names.contains(&"thrice"),
+        "{listed}"
+    );
+    let later = c.ctl_json(&["jobs", "get", "shop/web/later"]);
+    assert_eq!(later["name"], "later", "{later}");
+    assert!(later["dueTime"].is_string(), "{later}");
+
     // Bad input names the field, and nothing stored is lost.
     for (body, field) in [
         (json!({"dueTime": "0s", "payload": 1}), "payload"),
@@ -150,6 +166,17 @@ async fn jobs_from_code_fire_once_honour_repeats_ttl_and_overwrite_and_refuse_ba
     let (code, e) = call(api, "DELETE", "/v1/jobs/later", None).await;
     assert_eq!(code, 200, "{e}");
     let (code, _) = call(api, "GET", "/v1/jobs/later", None).await;
+    assert_eq!(code, 404);
+    // And through raftcronctl: one made for it, then deleted.
+    let (code, _) = call(api, "PUT", "/v1/jobs/tmp", Some(json!({"dueTime": "1h"}))).await;
+    assert_eq!(code, 201);
+    let deleted = c.ctl(&["jobs", "delete", "shop/web/tmp"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let (code, _) = call(api, "GET", "/v1/jobs/tmp", None).await;
     assert_eq!(code, 404);
 }
 

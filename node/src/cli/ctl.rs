@@ -96,6 +96,11 @@ pub enum Command {
         #[command(subcommand)]
         action: LeasesAction,
     },
+    /// Jobs created by app code through their sidecars (docs/sidecar.md, "Jobs").
+    Jobs {
+        #[command(subcommand)]
+        action: super::jobs::JobsAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -405,6 +410,7 @@ pub async fn run(cli: CtlCli) -> anyhow::Result<()> {
         Command::Leases {
             action: LeasesAction::List { namespace, app },
         } => list_leases(cli.endpoint.clone(), tls, namespace, app, json_out).await?,
+        Command::Jobs { action } => super::jobs::run(&client, action, json_out).await?,
     }
     Ok(())
 }

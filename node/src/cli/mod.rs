@@ -3,6 +3,7 @@
 
 mod common;
 pub mod ctl;
+pub mod jobs;
 pub mod local;
 pub mod run;
 pub mod target;
