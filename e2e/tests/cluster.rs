@@ -353,6 +353,11 @@ async fn the_http_port_serves_metrics_health_and_readiness() {
             "raftcron_node_attached_replicas",
             "raftcron_node_attached_apps",
             "raftcron_node_app_lateness_seconds",
+            "raftcron_node_app_wait_seconds",
+            "raftcron_node_lease_grants_total{kind=\"takeover\"",
+            "raftcron_node_lease_refusals_total",
+            "raftcron_node_lease_ends_total{reason=\"expired\"",
+            "raftcron_node_leases",
         ] {
             assert!(metrics.contains(name), "node {} lacks {name}", n.id);
         }
