@@ -87,6 +87,9 @@ pub struct LeaderTerm {
     /// commits the run still looks pending; without this the next refresh
     /// of the schedule would launch the same attempt again.
     launched: HashMap<String, HashMap<String, u32>>,
+    /// A due entry came due within the arm window: claim without waiting
+    /// for the tick.
+    urgent: bool,
     /// `app` deliveries waiting for a free replica, tried again in priority
     /// order (`waiting`) whenever the loop turns, at least every
     /// [`APP_RETRY_MS`].
@@ -132,6 +135,7 @@ impl LeaderTerm {
             aborted_rx,
             running: HashMap::new(),
             launched: HashMap::new(),
+            urgent: false,
             waiting: Vec::new(),
             ending: HashMap::new(),
             expiring: BTreeSet::new(),
@@ -191,7 +195,10 @@ impl LeaderTerm {
             if !dirty.is_empty() {
                 self.refresh(dirty);
             }
-            if tokio::time::Instant::now() >= next_claim {
+            // A schedule due (nearly) now, just created or changed (an
+            // enqueued job, `dueTime: 0s`), is claimed at once rather than
+            // at the next tick, up to a quarter look-ahead later.
+            if tokio::time::Instant::now() >= next_claim || std::mem::take(&mut self.urgent) {
                 self.claim(&claim_err_tx);
                 next_claim = tokio::time::Instant::now() + tick;
             }
@@ -387,6 +394,9 @@ impl LeaderTerm {
         let basis = Basis::of(s);
         if !self.due.is_current(&s.uid, &basis) {
             let next = self.parsed_for(s).and_then(|p| plan::next_claimable(s, &p));
+            if next.is_some_and(|n| n * 1000 <= now_us() + ARM_US) {
+                self.urgent = true;
+            }
             self.due.set(&s.uid, basis, next);
         }
         if s.app_job.is_some() {
@@ -497,6 +507,9 @@ impl LeaderTerm {
             self.due.invalidate(uid);
         }
         self.refresh(dirty);
+        // A claim that failed is tried again at the next tick, not at once
+        // (it fails while openraft's own lease has lapsed).
+        self.urgent = false;
     }
 
     fn was_launched(&self, uid: &str, run_id: &str, attempt: u32) -> bool {
