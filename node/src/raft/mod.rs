@@ -42,6 +42,12 @@ impl RaftTiming {
             // A partitioned or restarted node asks first whether it could win,
             // so it cannot bump the term and depose a healthy leader.
             enable_pre_vote: Some(true),
+            // A restarted leader must win a new election, never resume its old
+            // term: the fire loop tells its predecessors' claims and starts
+            // from its own by term (`plan::takeover`), and a process that
+            // resumed a term would take the runs its dead predecessor had
+            // claimed or started for its own and leave them as they were.
+            enable_leader_restore: Some(false),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout: 10_000,
