@@ -292,12 +292,12 @@ impl ClusterConfig {
             humantime::parse_duration(d).map_err(|e| invalid(field, format!("{d:?}: {e}")))?;
         }
         let port = cfg.sidecar.default_app_port;
-        if port == 0 || port == crate::webhook::inject::LISTEN_PORT {
+        if port == 0 || port == raftcron_node::sidecar::LISTEN_PORT {
             return Err(invalid(
                 "sidecar.defaultAppPort",
                 format!(
                     "{port}: must be a port, 1-65535, other than the sidecar's own {}",
-                    crate::webhook::inject::LISTEN_PORT
+                    raftcron_node::sidecar::LISTEN_PORT
                 ),
             ));
         }

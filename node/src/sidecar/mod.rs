@@ -32,6 +32,10 @@ use crate::raft::network::Dialer;
 use call::Calls;
 use follow::Follow;
 
+/// The port of the sidecar's local API (`--listen 127.0.0.1:7090`), which the
+/// operator's webhook gives the injected sidecar.
+pub const LISTEN_PORT: u16 = 7090;
+
 #[derive(Args, Debug)]
 pub struct SidecarArgs {
     /// gRPC addresses of the scheduler nodes (any; the leader is followed).
@@ -386,5 +390,34 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, leases: axu
         .merge(leases);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "local API stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::SidecarArgs,
+    }
+
+    #[test]
+    fn the_default_listen_address_uses_the_port_the_webhook_expects() {
+        let cli = Cli::parse_from([
+            "sidecar",
+            "--cluster",
+            "n:7001",
+            "--namespace",
+            "ns",
+            "--app",
+            "a",
+            "--pod",
+            "p",
+            "--app-url",
+            "http://127.0.0.1:8080",
+        ]);
+        assert_eq!(cli.args.listen, format!("127.0.0.1:{}", super::LISTEN_PORT));
     }
 }

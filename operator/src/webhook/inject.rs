@@ -30,8 +30,8 @@ pub const TOKEN_VOLUME: &str = "raftcron-token";
 pub const TOKEN_DIR: &str = "/var/run/secrets/raftcron";
 /// A token is valid this long; the kubelet renews it at 80 %.
 pub const TOKEN_SECONDS: i64 = 3600;
-/// The sidecar's local API for the app, on the pod's loopback only.
-pub const LISTEN_PORT: u16 = 7090;
+/// The sidecar's local API port (defined with the sidecar).
+pub use raftcron_node::sidecar::LISTEN_PORT;
 /// Native sidecars (init containers with `restartPolicy: Always`) are on by
 /// default from Kubernetes 1.29; before, the field is dropped and the pod
 /// would hang in Init behind a container that never exits.
