@@ -6,6 +6,7 @@
 //! `sidecar` holds the sidecar scheduler's own (the `app` action).
 
 pub mod all;
+pub mod jobs;
 pub mod leases;
 pub mod measure;
 pub mod sidecar;

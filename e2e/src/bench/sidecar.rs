@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 pub use failover::{Failover, failover, failover_figures};
 pub use scale::{Level, Scale, ScaleOptions, scale, scale_figures, scale_notes};
-pub use streams::{BenchReplica, StreamCounters};
+pub use streams::{BenchReplica, StreamCounters, machine_busy_seconds, rss_mib};
 
 use super::{Report, hist_quantile, histogram, percentile, sorted, upsert};
 use crate::process::ChildGuard;
@@ -88,7 +88,7 @@ pub fn report(figures: &[Figure], notes: Vec<String>) -> Report {
 pub struct Replica {
     pub pod: String,
     pub app: Ledger,
-    listen: String,
+    pub(crate) listen: String,
     log: PathBuf,
     capacity: u32,
     sidecar: ChildGuard,
@@ -137,7 +137,11 @@ impl Replica {
     }
 }
 
-async fn start_replicas(c: &Cluster, n: usize, capacity: u32) -> anyhow::Result<Vec<Replica>> {
+pub(crate) async fn start_replicas(
+    c: &Cluster,
+    n: usize,
+    capacity: u32,
+) -> anyhow::Result<Vec<Replica>> {
     let mut replicas = Vec::new();
     for i in 0..n {
         let pod = format!("web-{i}");

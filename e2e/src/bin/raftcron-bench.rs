@@ -120,6 +120,24 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Jobs from app code: `dueTime: 0s` → request at the app (the parts,
+    /// each job once), then jobs created through one sidecar: rate and RSS.
+    /// With RAFTCRON_LOG=info,openraft=warn,raftcron_node::scheduler::leader=debug
+    /// the split at the leader's arm too.
+    Jobs {
+        /// Jobs enqueued (`dueTime: 0s`), one PUT at a time.
+        #[arg(long, default_value_t = 2000)]
+        enqueue: usize,
+        /// Their PUTs per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Jobs created due in an hour.
+        #[arg(long, default_value_t = 10_000)]
+        create: usize,
+        /// Their PUTs in flight at once.
+        #[arg(long, default_value_t = 16)]
+        in_flight: usize,
+    },
     /// Fire lateness of N per-second schedules, at the node and at the target.
     Lateness {
         #[arg(long, default_value_t = 1000)]
@@ -154,6 +172,20 @@ fn main() -> anyhow::Result<()> {
                     bench::leases::Options::default()
                 };
                 bench::leases::run(opts).await
+            }
+            Cmd::Jobs {
+                enqueue,
+                rate,
+                create,
+                in_flight,
+            } => {
+                let opts = bench::jobs::Options {
+                    enqueue,
+                    rate,
+                    create,
+                    in_flight,
+                };
+                bench::jobs::run(opts).await
             }
             Cmd::SidecarLateness {
                 jobs,
