@@ -111,6 +111,32 @@ async fn jobs_from_code_fire_once_honour_repeats_ttl_and_overwrite_and_refuse_ba
     .await;
     assert!(code == 200 || code == 201, "{code} {e}");
 
+    // Every node counts the app's jobs in its metrics (thrice, short and
+    // later at least; `once` may be gone), once it has applied them.
+    for n in &c.nodes {
+        let count = || async {
+            let (_, metrics) = raftcron_e2e::http_get(&n.http, "/metrics").await.ok()?;
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("raftcron_node_app_jobs{")
+                        && l.contains("app=\"web\"")
+                        && l.contains("namespace=\"shop\"")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        let counted = wait_for(Duration::from_secs(5), || async {
+            count().await.filter(|n| (3..=4).contains(n))
+        })
+        .await;
+        assert!(
+            counted.is_some(),
+            "node {}: raftcron_node_app_jobs for shop/web is {:?}",
+            n.id,
+            count().await
+        );
+    }
+
     // raftcronctl sees them too.
     let listed = c.ctl_json(&["jobs", "list", "shop/web"]);
     let names: Vec<&str> = listed

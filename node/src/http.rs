@@ -40,6 +40,9 @@ pub async fn serve(ctx: Arc<NodeCtx>, listener: TcpListener, mut stop: watch::Re
 }
 
 async fn metrics(State(ctx): State<Arc<NodeCtx>>) -> impl IntoResponse {
+    // Counted at the scrape, not on every apply: one pass over the schedules
+    // every scrape interval costs less than bookkeeping on the write path.
+    ctx.metrics.count_app_jobs(ctx.sm.read().state.schedules());
     (
         [("content-type", "text/plain; version=0.0.4")],
         ctx.metrics.render(),

@@ -12,7 +12,11 @@ use crate::node::Node;
 use crate::sm::{Command, Response, UpsertOutcome, UpsertSchedule};
 
 async fn single_node(dir: &std::path::Path) -> Node {
-    single_node_on(dir, tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+    single_node_on(
+        dir,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
 }
 
 async fn single_node_on(dir: &std::path::Path, grpc: tokio::net::TcpListener) -> Node {
@@ -85,7 +89,10 @@ async fn a_restarted_leader_leads_in_a_newer_term() {
     let grpc = tokio::net::TcpListener::bind(addr).await.unwrap();
     let node = single_node_on(dir.path(), grpc).await;
     let after = leader_term(&node.ctx.raft).await;
-    assert!(after > before, "led in term {after} after the restart, {before} before");
+    assert!(
+        after > before,
+        "led in term {after} after the restart, {before} before"
+    );
     node.shutdown().await;
 }
 
