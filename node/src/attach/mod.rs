@@ -37,6 +37,9 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 pub const SILENCE: Duration = Duration::from_secs(1);
 /// Messages queued toward one sidecar before it counts as not keeping up.
 const OUTBOUND: usize = 4096;
+/// How long an attach call made during an election waits for a leader
+/// (well under the sidecar's 5 s call timeout; elections take ~0.3-0.7 s).
+const LEADER_WAIT: Duration = Duration::from_secs(3);
 
 /// The gRPC service sidecars attach to.
 pub struct AttachService {
@@ -79,6 +82,28 @@ fn field(name: &str, value: &str) -> Result<(), Status> {
 
 type ToSidecarStream = Pin<Box<dyn Stream<Item = Result<pb::ToSidecar, Status>> + Send>>;
 
+impl AttachService {
+    /// This node's Raft metrics once it knows a leader (or after
+    /// [`LEADER_WAIT`]). During an election no node knows one; answering
+    /// "no leader" at once had every sidecar retry with a growing backoff
+    /// and re-attach up to 2-5 s after a leader kill that took 0.7 s to
+    /// elect a successor. Held here, the call answers as soon as the
+    /// election ends, with the leader or a hint to it.
+    async fn known_leader(&self) -> crate::raft::types::RaftMetrics {
+        use openraft::type_config::async_runtime::watch::WatchReceiver;
+        let mut rx = self.ctx.raft.metrics();
+        let _ = tokio::time::timeout(LEADER_WAIT, async {
+            while rx.borrow_and_update().current_leader.is_none() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        crate::raft::metrics(&self.ctx.raft)
+    }
+}
+
 #[tonic::async_trait]
 impl Attach for AttachService {
     type AttachStream = ToSidecarStream;
@@ -90,7 +115,7 @@ impl Attach for AttachService {
         let peer = req.remote_addr();
         let certs = req.peer_certs();
         let mut inbound = req.into_inner();
-        let m = crate::raft::metrics(&self.ctx.raft);
+        let m = self.known_leader().await;
         if m.current_leader != Some(self.ctx.identity.id) {
             return Err(crate::api::propose_status(
                 crate::raft::ProposeError::NotLeader {
