@@ -118,7 +118,11 @@ impl Replica {
             .args(["--app-url", &format!("http://{}", self.app.addr)])
             .args(["--listen", &self.listen])
             .args(["--capacity", &self.capacity.to_string()])
-            .env("RAFTCRON_LOG", "info");
+            // RAFTCRON_SIDECAR_LOG=debug shows each attach try.
+            .env(
+                "RAFTCRON_LOG",
+                std::env::var("RAFTCRON_SIDECAR_LOG").unwrap_or_else(|_| "info".into()),
+            );
         self.sidecar.spawn_logged(&mut cmd, &self.log, "sidecar");
     }
 

@@ -224,8 +224,15 @@ async fn attach_forever(
         }
         match ended {
             Ended::Retry(Some(leader)) => {
-                // Follow the named leader at once.
-                follow.follow(leader);
+                // Follow the named leader at once, unless it is the one that
+                // just failed: then the naming follower has not noticed yet,
+                // and will within an election timeout (and then holds the
+                // call until a new leader is known). Ask again soon, without
+                // growing the backoff.
+                if !follow.follow(leader) {
+                    let jitter = rand::random_range(0..=50);
+                    tokio::time::sleep(Duration::from_millis(100 + jitter)).await;
+                }
                 continue;
             }
             Ended::Retry(None) => follow.failed(&addr),
