@@ -52,6 +52,8 @@ pub struct ChaosOptions {
     pub replicas: usize,
     /// `app` schedules firing every second into the replicas.
     pub app_schedules: usize,
+    /// Longest a fault holds (at least 1 s; quorum losses at most 4 s).
+    pub max_hold: Duration,
     /// Inject only this fault kind (0-9, with replicas 0-16, see `run`), to
     /// chase one bug.
     pub only: Option<u64>,
@@ -61,6 +63,8 @@ pub struct ChaosOptions {
 pub struct ChaosReport {
     pub seed: u64,
     pub nodes: usize,
+    /// The first instant checked (ms since the epoch): "start" below.
+    pub start_ms: i64,
     /// (ms since start, fault) for every fault injected.
     pub faults: Vec<(i64, String)>,
     pub instants_checked: usize,
@@ -81,6 +85,15 @@ pub struct ChaosReport {
     /// attempts went to more than one replica.
     pub app_retried: usize,
     pub app_moved: usize,
+    /// Instant → first delivery of app instants: p50, p99, max (ms), and
+    /// the run delivered latest.
+    pub app_lateness_ms: [i64; 3],
+    pub app_latest: String,
+    /// App runs that ended other than Succeeded, by result and message.
+    pub app_unsucceeded: BTreeMap<String, usize>,
+    /// Every restart after a kill: (what, ms from spawn until up, came up
+    /// within 60 s).
+    pub restarts: Vec<(String, i64, bool)>,
     /// Outages (ms since start, ms): no majority of nodes, or no replica.
     pub outages: Vec<(i64, i64)>,
     /// Succeeded app runs whose pod did not receive the attempt.
@@ -102,27 +115,68 @@ impl ChaosReport {
             *kinds.entry(f.split(' ').next().unwrap_or("")).or_default() += 1;
         }
         let sample = |v: &[String]| v.iter().take(10).cloned().collect::<Vec<_>>();
+        // Missing instants as runs of consecutive seconds: `uid@first..last (n)`.
+        let mut spans: Vec<(String, i64, i64)> = Vec::new();
+        for m in &self.missing {
+            let Some((uid, rest)) = m.split_once('@') else {
+                continue;
+            };
+            let t: i64 = rest
+                .split(' ')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            match spans.last_mut() {
+                Some((u, _, last)) if u == uid && *last + 1000 == t => *last = t,
+                _ => spans.push((uid.to_string(), t, t)),
+            }
+        }
+        let missing_spans: Vec<String> = spans
+            .iter()
+            .map(|(u, a, b)| {
+                let (from, to) = ((a - self.start_ms) / 1000, (b - self.start_ms) / 1000);
+                format!("{u}@+{from}s..+{to}s ({})", to - from + 1)
+            })
+            .collect();
         let apps = if self.app_instants_checked > 0 {
             format!(
                 "\napp: {} instants checked ({} excused by {} outages), {} deliveries {:?}, \
-                 {} runs retried ({} on another replica), {} misplaced {:?}",
+                 first delivery late by p50 {} / p99 {} / max {} ms ({}), \
+                 {} runs retried ({} on another replica), {} misplaced {:?}, \
+                 runs not Succeeded {:?}",
                 self.app_instants_checked,
                 self.app_excused,
                 self.outages.len(),
                 self.app_deliveries,
                 self.app_per_pod,
+                self.app_lateness_ms[0],
+                self.app_lateness_ms[1],
+                self.app_lateness_ms[2],
+                self.app_latest,
                 self.app_retried,
                 self.app_moved,
                 self.misplaced.len(),
                 sample(&self.misplaced),
+                self.app_unsucceeded,
             )
         } else {
             String::new()
         };
+        let slow: Vec<String> = self
+            .restarts
+            .iter()
+            .filter(|(_, ms, ok)| *ms > 5_000 || !ok)
+            .map(|(what, ms, ok)| format!("{what} {ms} ms{}", if *ok { "" } else { " (not up)" }))
+            .collect();
+        let restarts = format!(
+            "\nrestarts: {}, longest {} ms, over 5 s: {slow:?}",
+            self.restarts.len(),
+            self.restarts.iter().map(|r| r.1).max().unwrap_or(0)
+        );
         format!(
             "seed {} on {} nodes: {} faults {kinds:?}\n\
              {} fire instants checked, {} ledger records, {} runs retried, {} writes acknowledged\n\
-             violations: {} missing {:?}, {} doubled {:?}, {} lost writes {:?}, {} unconverged {:?}{apps}",
+             violations: {} missing {:?}, {} doubled {:?}, {} lost writes {:?}, {} unconverged {:?}{apps}{restarts}",
             self.seed,
             self.nodes,
             self.faults.len(),
@@ -131,7 +185,7 @@ impl ChaosReport {
             self.retried_runs,
             self.acked_writes,
             self.missing.len(),
-            sample(&self.missing),
+            sample(&missing_spans),
             self.doubled.len(),
             sample(&self.doubled),
             self.lost_writes.len(),
@@ -295,6 +349,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     }
 
     let start = (now_ms() / 1000 + 2) * 1000;
+    report.start_ms = start;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writer = tokio::spawn(write_loop(c.client(), stop.clone(), acked.clone()));
@@ -380,7 +435,8 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
             // starting deadline (an outage for the checker).
             _ => Fault::KillSidecars((1..=rn).collect()),
         };
-        let hold = Duration::from_millis(rng.range(1_000, 6_000));
+        let max_hold = opts.max_hold.as_millis().max(1_000) as u64;
+        let hold = Duration::from_millis(rng.range(1_000, max_hold));
         let quorum_loss = matches!(&fault, Fault::Kill(k) if k.len() > minority);
         let hold = if quorum_loss {
             hold.min(Duration::from_secs(4))
@@ -395,9 +451,20 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
         eprintln!("chaos +{:>6} ms {desc}", applied_at - start);
         report.faults.push((applied_at - start, desc));
         tokio::time::sleep(hold).await;
-        heal(&lab, &mut c, &mut replicas, &fault);
+        let healed_at = now_ms();
+        let mut up = heal(&lab, &mut c, &mut replicas, &fault, &mut report).await;
+        up.sort();
+        // The outage ends when enough is back: a majority of nodes, one replica.
+        let back = if quorum_loss {
+            let needed = (n / 2 + 1).saturating_sub(n - up.len()).max(1);
+            up.get(needed - 1).copied()
+        } else if no_replica {
+            up.first().copied()
+        } else {
+            None
+        };
         if quorum_loss || no_replica {
-            outages.push((applied_at, now_ms()));
+            outages.push((applied_at, back.unwrap_or(healed_at)));
         }
         tokio::time::sleep(Duration::from_millis(rng.range(1_000, 4_000))).await;
     }
@@ -407,9 +474,13 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
 
     // Settle: retries and catch-up runs finish, then firing stops.
     eprintln!("chaos: faults over, settling");
-    c.wait_leader(Duration::from_secs(20))
-        .await
-        .ok_or_else(|| format!("no leader after healing\n{}", c.logs()))?;
+    let leader = wait_for(Duration::from_secs(20), || leader_of(&c)).await;
+    if leader.is_none() {
+        report.unconverged.push(format!(
+            "no leader 20 s after the last fault healed\n{}",
+            c.logs()
+        ));
+    }
     tokio::time::sleep(Duration::from_secs(12)).await;
     check_ledger(&ledger, opts.schedules, start, end, &mut report);
     apps::check_ledgers(&replicas, &app_schedules, start, end, &outages, &mut report);
@@ -446,6 +517,15 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     drop(c);
     drop(lab);
     Ok(report)
+}
+
+/// A node's status, bounded: a node that accepts connections but does not
+/// serve them (one still starting) would hold the call forever.
+async fn status(c: &Cluster, id: usize) -> Option<raftcron_node::pb::scheduler::StatusReply> {
+    tokio::time::timeout(Duration::from_secs(2), c.status(id as u64))
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn leader_of(c: &Cluster) -> Option<usize> {
@@ -533,21 +613,67 @@ fn apply(
     })
 }
 
-fn heal(lab: &NetLab, c: &mut Cluster, replicas: &mut [Replica], f: &Fault) {
+/// Heals `f`, and waits (bounded) for what it restarts to be up again: a
+/// node answering its status, a sidecar past its start-up. Returns when
+/// each came up (ms since the epoch), in the order of the fault's victims:
+/// a restart can take much longer than the fault held (seen: 40 s on a
+/// loaded machine), and the checker's outages must say so.
+async fn heal(
+    lab: &NetLab,
+    c: &mut Cluster,
+    replicas: &mut [Replica],
+    f: &Fault,
+    report: &mut ChaosReport,
+) -> Vec<i64> {
     lab.heal_all();
+    let limit = Duration::from_secs(60);
+    let spawned = now_ms();
+    let mut up = Vec::new();
     match f {
         Fault::Kill(ids) => {
             for i in ids {
                 c.node(*i as u64).start(false);
             }
+            for i in ids {
+                let c = &*c;
+                let ok = wait_for(limit, || status(c, *i)).await.is_some();
+                up.push(now_ms());
+                report
+                    .restarts
+                    .push((format!("node {i}"), now_ms() - spawned, ok));
+                if !ok {
+                    report.unconverged.push(format!(
+                        "node {i} not serving {limit:?} after its restart:\n{}",
+                        c.nodes[i - 1].log_tail(5)
+                    ));
+                }
+            }
         }
         Fault::KillSidecars(ids) => {
+            let before: Vec<usize> = ids.iter().map(|j| replicas[j - 1].starts()).collect();
             for j in ids {
                 replicas[j - 1].start_sidecar();
+            }
+            for (j, b) in ids.iter().zip(before) {
+                let r = &replicas[j - 1];
+                let ok = wait_for(limit, || async { (r.starts() > b).then_some(()) })
+                    .await
+                    .is_some();
+                up.push(now_ms());
+                report
+                    .restarts
+                    .push((r.pod.clone(), now_ms() - spawned, ok));
+                if !ok {
+                    report.unconverged.push(format!(
+                        "sidecar {} not started {limit:?} after its restart",
+                        r.pod
+                    ));
+                }
             }
         }
         _ => {}
     }
+    up
 }
 
 /// Upserts suspended schedules one after another; records each one the
@@ -637,7 +763,7 @@ async fn check_converged(c: &Cluster, schedules: &[(&str, String)], r: &mut Chao
     let same = wait_for(Duration::from_secs(30), || async {
         let mut applied = HashSet::new();
         for n in &c.nodes {
-            applied.insert(c.status(n.id).await?.applied_index);
+            applied.insert(status(c, n.id as usize).await?.applied_index);
         }
         (applied.len() == 1).then_some(())
     })
@@ -645,7 +771,10 @@ async fn check_converged(c: &Cluster, schedules: &[(&str, String)], r: &mut Chao
     if same.is_none() {
         let mut v = Vec::new();
         for n in &c.nodes {
-            v.push((n.id, c.status(n.id).await.map(|s| s.applied_index)));
+            v.push((
+                n.id,
+                status(c, n.id as usize).await.map(|s| s.applied_index),
+            ));
         }
         r.unconverged.push(format!("applied index differs: {v:?}"));
     }

@@ -35,6 +35,7 @@ async fn run(nodes: usize, secs: u64) {
         schedules: 20,
         replicas: 3,
         app_schedules: 6,
+        max_hold: Duration::from_secs(6),
         only: None,
     };
     println!("fault run: {opts:?} (rerun with RAFTCRON_CHAOS_SEED)");

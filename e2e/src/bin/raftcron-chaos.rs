@@ -28,6 +28,9 @@ struct Args {
     /// `app` schedules firing every second into the replicas.
     #[arg(long, default_value_t = 6)]
     app_schedules: usize,
+    /// Longest a fault holds (quorum losses: at most 4 s).
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+    max_hold: Duration,
     /// Only this fault kind: 0-1 kill leader, 2 kill minority, 3 kill majority,
     /// 4 minority partition, 5-6 leader in minority, 7 leader one-way, 8 random
     /// one-way link, 9 slow leader; with replicas: 10 kill a sidecar, 11 kill
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         schedules: a.schedules,
         replicas: a.replicas,
         app_schedules: a.app_schedules,
+        max_hold: a.max_hold,
         only: a.only,
     })
     .await

@@ -148,6 +148,14 @@ impl Replica {
         self.sidecar.kill9();
     }
 
+    /// How many times its sidecar has logged its start-up.
+    pub fn starts(&self) -> usize {
+        std::fs::read_to_string(&self.sidecar_log)
+            .unwrap_or_default()
+            .matches("sidecar started")
+            .count()
+    }
+
     pub fn records(&self) -> Vec<LedgerRecord> {
         std::fs::read_to_string(&self.ledger)
             .unwrap_or_default()
@@ -172,7 +180,9 @@ fn command(argv: &[String]) -> Command {
 /// Replicas attached to the current leader (its
 /// `raftcron_node_attached_replicas`).
 pub async fn attached(c: &Cluster) -> Option<usize> {
-    let leader = c.leader().await?;
+    let leader = tokio::time::timeout(Duration::from_secs(2), c.leader())
+        .await
+        .ok()??;
     let addr = &c.nodes[(leader - 1) as usize].http;
     let (_, body) = tokio::time::timeout(Duration::from_secs(2), http_get(addr, "/metrics"))
         .await
@@ -239,13 +249,25 @@ pub fn upserts(schedules: &[AppSchedule]) -> Vec<UpsertRequest> {
         .collect()
 }
 
-/// (run id, attempt) → the pods whose app received it, in every replica's ledger.
-pub fn deliveries(replicas: &[Replica]) -> HashMap<(String, u32), Vec<String>> {
-    let mut m: HashMap<(String, u32), Vec<String>> = HashMap::new();
+/// One request an app received: the replica's pod, and when (ms).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub pod: String,
+    pub at_ms: f64,
+}
+
+/// (run id, attempt) → every delivery of it, over every replica's ledger.
+pub type Deliveries = HashMap<(String, u32), Vec<Delivery>>;
+
+pub fn deliveries(replicas: &[Replica]) -> Deliveries {
+    let mut m = Deliveries::new();
     for r in replicas {
         for rec in r.records() {
             if let (Some(id), Some(a)) = (rec.run_id, rec.attempt) {
-                m.entry((id, a)).or_default().push(r.pod.clone());
+                m.entry((id, a)).or_default().push(Delivery {
+                    pod: r.pod.clone(),
+                    at_ms: rec.received_ms,
+                });
             }
         }
     }
@@ -289,7 +311,7 @@ pub fn check_ledgers(
 
 /// [`check_ledgers`] over the deliveries of every replica.
 fn check_deliveries(
-    d: &HashMap<(String, u32), Vec<String>>,
+    d: &Deliveries,
     schedules: &[AppSchedule],
     start: i64,
     end: i64,
@@ -297,24 +319,31 @@ fn check_deliveries(
     r: &mut ChaosReport,
 ) {
     r.app_deliveries = d.values().map(Vec::len).sum();
-    for pods in d.values() {
-        for p in pods {
-            *r.app_per_pod.entry(p.clone()).or_default() += 1;
+    for got in d.values() {
+        for g in got {
+            *r.app_per_pod.entry(g.pod.clone()).or_default() += 1;
         }
     }
-    let mut by_run: HashMap<&str, BTreeMap<u32, &Vec<String>>> = HashMap::new();
-    for ((id, a), pods) in d {
-        by_run.entry(id).or_default().insert(*a, pods);
-        if pods.len() > 1 {
+    let mut by_run: HashMap<&str, BTreeMap<u32, &Vec<Delivery>>> = HashMap::new();
+    for ((id, a), got) in d {
+        by_run.entry(id).or_default().insert(*a, got);
+        if got.len() > 1 {
+            let pods: Vec<&str> = got.iter().map(|g| g.pod.as_str()).collect();
             r.doubled
                 .push(format!("{id} attempt {a}: delivered to {pods:?}"));
         }
     }
+    let mut lateness = Vec::new();
     for s in schedules {
         for instant in (start..=end).step_by(1000) {
             r.app_instants_checked += 1;
             let id = raftcron_crds::names::run_id(&s.uid, instant);
-            if by_run.contains_key(id.as_str()) {
+            if let Some(attempts) = by_run.get(id.as_str()) {
+                let first = attempts
+                    .values()
+                    .flat_map(|got| got.iter().map(|g| g.at_ms))
+                    .fold(f64::INFINITY, f64::min);
+                lateness.push((first as i64 - instant, id));
                 continue;
             }
             if excused(instant, s.deadline_s * 1000, outages) {
@@ -324,10 +353,20 @@ fn check_deliveries(
             }
         }
     }
+    lateness.sort();
+    let at = |q: f64| lateness.get(((lateness.len() as f64 - 1.0) * q) as usize);
+    r.app_lateness_ms = [at(0.5), at(0.99), lateness.last()].map(|l| l.map_or(0, |(ms, _)| *ms));
+    r.app_latest = lateness
+        .last()
+        .map(|(_, id)| id.clone())
+        .unwrap_or_default();
     for attempts in by_run.values() {
         if attempts.len() > 1 {
             r.app_retried += 1;
-            let pods: Vec<&String> = attempts.values().flat_map(|p| p.iter()).collect();
+            let pods: Vec<&str> = attempts
+                .values()
+                .flat_map(|got| got.iter().map(|g| g.pod.as_str()))
+                .collect();
             if pods.windows(2).any(|w| w[0] != w[1]) {
                 r.app_moved += 1;
             }
@@ -354,9 +393,23 @@ pub async fn check_runs(
                 continue;
             }
         };
+        // Why instants were not delivered (for the report; the ledger
+        // check already counted them).
+        for run in &runs {
+            if ["Missed", "Lost", "Failed", "TimedOut"].contains(&run.result.as_str()) {
+                *r.app_unsucceeded
+                    .entry(format!("{}: {}", run.result, run.message))
+                    .or_default() += 1;
+            }
+        }
         for run in runs.iter().filter(|run| run.result == "Succeeded") {
-            let got = d.get(&(run.run_id.clone(), run.attempt));
-            if !got.is_some_and(|pods| pods.contains(&run.pod)) {
+            let got: Option<Vec<&str>> = d
+                .get(&(run.run_id.clone(), run.attempt))
+                .map(|got| got.iter().map(|g| g.pod.as_str()).collect());
+            if !got
+                .as_ref()
+                .is_some_and(|pods| pods.contains(&run.pod.as_str()))
+            {
                 r.misplaced.push(format!(
                     "{} attempt {}: Succeeded at pod {:?}, delivered to {:?}",
                     run.run_id, run.attempt, run.pod, got
@@ -391,19 +444,26 @@ mod tests {
     fn an_attempt_at_two_replicas_and_an_unexcused_miss_are_violations() {
         let s = schedules(3); // a002 has the short deadline
         let (start, end) = (1_000_000, 1_010_000);
-        let mut d: HashMap<(String, u32), Vec<String>> = HashMap::new();
+        let at = |pod: &str, at_ms: i64| Delivery {
+            pod: pod.into(),
+            at_ms: at_ms as f64,
+        };
+        let mut d = Deliveries::new();
         for sched in &s {
             for t in (start..=end).step_by(1000) {
                 d.insert(
                     (raftcron_crds::names::run_id(&sched.uid, t), 1),
-                    vec!["web-1".into()],
+                    vec![at("web-1", t + 5)],
                 );
             }
         }
         let id = |i: usize, t: i64| raftcron_crds::names::run_id(&s[i].uid, t);
         // Attempt 1 at two replicas; attempt 2 elsewhere is a retry, not a double.
-        d.insert((id(0, start), 1), vec!["web-1".into(), "web-2".into()]);
-        d.insert((id(0, start + 1000), 2), vec!["web-3".into()]);
+        d.insert(
+            (id(0, start), 1),
+            vec![at("web-1", start + 5), at("web-2", start + 6)],
+        );
+        d.insert((id(0, start + 1000), 2), vec![at("web-3", start + 4000)]);
         // Two misses of the short-deadline schedule: one inside an outage
         // long enough to cover its deadline, one outside.
         d.remove(&(id(2, start + 2000), 1));
@@ -419,5 +479,6 @@ mod tests {
             vec![format!("{}@{} (app)", s[2].uid, start + 9000)]
         );
         assert_eq!((r.app_retried, r.app_moved), (1, 1));
+        assert_eq!(r.app_lateness_ms, [5, 5, 5], "the first delivery counts");
     }
 }
