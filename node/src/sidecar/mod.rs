@@ -219,8 +219,12 @@ async fn attach_forever(
         let started = std::time::Instant::now();
         let ended = attach_once(follow, &addr, me, http, app_url, state, &mut max_term).await;
         state.leader.store(0, Ordering::Relaxed);
-        if started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(50); // it was a working attachment
+        // A working attachment (it outlived one heartbeat silence) starts
+        // the backoff over. It was 5 s: a sidecar whose attachments each
+        // lasted a few seconds (leaders killed one after another) kept a 2 s
+        // backoff and re-attached 2-3 s after each election.
+        if started.elapsed() > SILENCE {
+            backoff = Duration::from_millis(50);
         }
         match ended {
             Ended::Retry(Some(leader)) => {
