@@ -24,8 +24,8 @@ mkdir -p target
 ./target/debug/crdgen > target/crd.yaml
 diff -u charts/raftcron/crds/scheduledjobs.raftcron.dev.yaml target/crd.yaml
 
-step "no import cycles between the source files of node and crds"
-scripts/module-cycles.sh
+step "no import cycles between the source files of node, crds and operator"
+scripts/module-cycles.sh node/src crds/src operator/src
 
 step "unit, property and storage tests"
 cargo test --workspace --locked --exclude raftcron-e2e
