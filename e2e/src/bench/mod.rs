@@ -111,26 +111,37 @@ pub(crate) fn hist_quantile(buckets: &[(f64, f64)], p: f64) -> f64 {
         .map_or(f64::NAN, |(le, _)| *le)
 }
 
-pub async fn writes(clients: &[usize], duration: Duration) -> anyhow::Result<Report> {
+/// Committed writes; with `etcd`, a 3-member etcd measured the same way
+/// right after, in the same run (the anchor of DESIGN.md's write targets).
+pub async fn writes(clients: &[usize], duration: Duration, etcd: bool) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    for w in measure::raftcron_writes(clients, duration).await? {
-        report.add(
-            format!("committed writes/s, {} client(s)", w.clients),
-            w.rate.round(),
-            "writes/s",
-        );
-        report.add(
-            format!("write latency p50, {} client(s)", w.clients),
-            percentile(&w.latency_ms, 50.0),
-            "ms",
-        );
-        report.add(
-            format!("write latency p99, {} client(s)", w.clients),
-            percentile(&w.latency_ms, 99.0),
-            "ms",
-        );
+    let mut add = |who: &str, runs: Vec<measure::Writes>| {
+        for w in runs {
+            report.add(
+                format!("{who}: committed writes/s, {} client(s)", w.clients),
+                w.rate.round(),
+                "writes/s",
+            );
+            report.add(
+                format!("{who}: write latency p50, {} client(s)", w.clients),
+                percentile(&w.latency_ms, 50.0),
+                "ms",
+            );
+            report.add(
+                format!("{who}: write latency p99, {} client(s)", w.clients),
+                percentile(&w.latency_ms, 99.0),
+                "ms",
+            );
+        }
+    };
+    add(
+        "raftcron",
+        measure::raftcron_writes(clients, duration).await?,
+    );
+    if etcd {
+        add("etcd", measure::etcd_writes(clients, duration).await?);
     }
-    report.notes.push("Each write is one schedule upsert through the scheduler API, acknowledged after commit (fsync on a quorum) and apply on the leader.".into());
+    report.notes.push("Each raftcron write is one schedule upsert through the scheduler API, acknowledged after commit (fsync on a quorum) and apply on the leader; each etcd write a 256-byte put to a 3-member etcd on the same machine.".into());
     Ok(report)
 }
 

