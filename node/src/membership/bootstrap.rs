@@ -26,6 +26,9 @@ pub struct ForeignCluster {
     pub theirs: String,
 }
 
+/// How long `check_cluster` waits for each peer.
+const ASK_PEER: Duration = Duration::from_millis(800);
+
 /// Refuses to start when a reachable peer belongs to a different cluster
 /// than the one recorded in this data dir.
 pub async fn check_cluster(
@@ -41,9 +44,14 @@ pub async fn check_cluster(
             continue;
         };
         let mut req = tonic::Request::new(crate::pb::raft::NodeInfoRequest {});
-        req.set_timeout(Duration::from_millis(800));
+        req.set_timeout(ASK_PEER);
         let client = crate::pb::raft::raft_service_client::RaftServiceClient::new(channel);
-        if let Ok(info) = client.clone().node_info(req).await.map(|r| r.into_inner())
+        // Bounded here too: `set_timeout` only tells the server. A peer that
+        // is starting has bound its port (the connection is accepted by the
+        // kernel) but serves nothing until it is past this very check, so
+        // two nodes restarted together waited on each other forever.
+        let answer = tokio::time::timeout(ASK_PEER, client.clone().node_info(req)).await;
+        if let Ok(Ok(info)) = answer.map(|r| r.map(|r| r.into_inner()))
             && !info.cluster_id.is_empty()
             && info.cluster_id != mine
         {
@@ -219,5 +227,52 @@ async fn join(ctx: &NodeCtx, stop: &mut Stop) {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stopped(stop) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Two nodes restarted together each bound their ports and then asked
+    /// the other, which served nothing yet, and waited forever (a 3-node
+    /// fault run lost its quorum for good this way).
+    #[tokio::test]
+    async fn a_peer_that_accepts_connections_but_serves_nothing_does_not_hold_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::load_or_create(dir.path(), 1, "127.0.0.1:1".into()).unwrap();
+        identity.set_cluster_id("c-1").unwrap();
+        // Bound and listening: the kernel completes the handshake, nobody answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = NodeConfig {
+            id: 1,
+            advertise: "127.0.0.1:1".into(),
+            data_dir: dir.path().to_path_buf(),
+            peers: BTreeMap::from([
+                (1, "127.0.0.1:1".to_string()),
+                (2, silent.local_addr().unwrap().to_string()),
+            ]),
+            bootstrap: false,
+            timing: crate::raft::RaftTiming::default(),
+            tls: None,
+            scheduler: crate::scheduler::SchedulerConfig::default(),
+            kube: None,
+        };
+        // With TLS, as the fault harness and the chart run: the client waits
+        // for a ServerHello that never comes, which no gRPC deadline covered.
+        let tls = tonic::transport::ClientTlsConfig::new().domain_name("peer");
+        let dialer = Dialer::new(Some(tls), Duration::from_secs(1));
+        let checked = tokio::time::timeout(
+            Duration::from_secs(5),
+            check_cluster(&identity, &config, &dialer),
+        )
+        .await;
+        assert!(
+            matches!(checked, Ok(Ok(()))),
+            "check_cluster did not return within 5 s against a silent peer"
+        );
+        drop(silent);
     }
 }
