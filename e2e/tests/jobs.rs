@@ -14,6 +14,15 @@ use common::replica::{Replica, all_attached};
 use raftcron_e2e::{Cluster, ClusterOptions, http_request, now_ms, wait_for};
 use serde_json::{Value, json};
 
+/// The names in a JSON array of jobs.
+fn job_names(jobs: &Value) -> Vec<&str> {
+    jobs.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect()
+}
+
 async fn call(r: &Replica, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let text = body.map(|b| b.to_string());
     let (code, out) = http_request(&r.listen, method, path, text.as_deref())
@@ -84,12 +93,7 @@ async fn jobs_from_code_fire_once_honour_repeats_ttl_and_overwrite_and_refuse_ba
     assert_eq!(code, 201);
     let (code, listed) = call(api, "GET", "/v1/jobs", None).await;
     assert_eq!(code, 200);
-    let names: Vec<&str> = listed["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|j| j["name"].as_str())
-        .collect();
+    let names = job_names(&listed["jobs"]);
     // `once` may have fired and been removed already.
     assert!(
         names.contains(&"thrice") && names.contains(&"short"),
@@ -139,12 +143,7 @@ async fn jobs_from_code_fire_once_honour_repeats_ttl_and_overwrite_and_refuse_ba
 
     // raftcronctl sees them too.
     let listed = c.ctl_json(&["jobs", "list", "shop/web"]);
-    let names: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|j| j["name"].as_str())
-        .collect();
+    let names = job_names(&listed);
     assert!(
         names.contains(&"later") && names.contains(&"thrice"),
         "{listed}"

@@ -339,13 +339,15 @@ impl JobService {
         }))
     }
 
-    pub async fn get(
+    /// The caller and the key of the job a get or delete names, once this
+    /// leader has applied everything committed before the call.
+    async fn named(
         &self,
-        req: Request<pb::JobRequest>,
-    ) -> Result<Response<pb::JobReply>, Status> {
+        req: &Request<pb::JobRequest>,
+    ) -> Result<(super::leases::Caller, Key), Status> {
         let c = self
             .leases
-            .caller(&req, req.get_ref().caller.as_ref())
+            .caller(req, req.get_ref().caller.as_ref())
             .await?;
         let name = &req.get_ref().name;
         check_name(name).map_err(Invalid::status)?;
@@ -353,6 +355,15 @@ impl JobService {
             .await
             .map_err(crate::api::propose_status)?;
         let key = job_key(&c.namespace, &c.app, name);
+        Ok((c, key))
+    }
+
+    pub async fn get(
+        &self,
+        req: Request<pb::JobRequest>,
+    ) -> Result<Response<pb::JobReply>, Status> {
+        let (c, key) = self.named(&req).await?;
+        let name = &req.get_ref().name;
         let d = self.ctx.sm.read();
         match d.state.get(&key) {
             Some(s) => Ok(Response::new(pb::JobReply {
@@ -367,16 +378,8 @@ impl JobService {
         &self,
         req: Request<pb::JobRequest>,
     ) -> Result<Response<pb::JobReply>, Status> {
-        let c = self
-            .leases
-            .caller(&req, req.get_ref().caller.as_ref())
-            .await?;
+        let (c, key) = self.named(&req).await?;
         let name = &req.get_ref().name;
-        check_name(name).map_err(Invalid::status)?;
-        read_barrier(&self.ctx.raft)
-            .await
-            .map_err(crate::api::propose_status)?;
-        let key = job_key(&c.namespace, &c.app, name);
         let found = {
             let d = self.ctx.sm.read();
             match d.state.get(&key) {

@@ -112,18 +112,7 @@ async fn replica_trials(
     let prefix = format!("{}-", uid(name));
     let mut gaps = Vec::new();
     for trial in 0..trials {
-        let endpoints = c.endpoints();
-        for r in replicas.iter_mut() {
-            if !r.sidecar.is_started() {
-                r.spawn(&endpoints);
-            }
-        }
-        if !all_attached(replicas, Duration::from_secs(20)).await {
-            anyhow::bail!(
-                "{name} trial {trial}: sidecars did not re-attach\n{}",
-                c.logs()
-            );
-        }
+        respawn(c, replicas, &format!("{name} trial {trial}")).await?;
         let t0 = now_ms() as f64;
         let first = wait_for(Duration::from_secs(12), || {
             let hit = replicas.iter().enumerate().find_map(|(i, r)| {
@@ -221,18 +210,7 @@ async fn leader_trials(
     let mut out = LeaderTrials::default();
     for trial in 0..trials {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let endpoints = c.endpoints();
-        for r in replicas.iter_mut() {
-            if !r.sidecar.is_started() {
-                r.spawn(&endpoints);
-            }
-        }
-        if !all_attached(replicas, Duration::from_secs(20)).await {
-            anyhow::bail!(
-                "leader trial {trial}: sidecars did not re-attach\n{}",
-                c.logs()
-            );
-        }
+        respawn(c, replicas, &format!("leader trial {trial}")).await?;
         let leader = c
             .wait_leader(Duration::from_secs(10))
             .await
@@ -362,4 +340,19 @@ pub fn failover_figures(f: &Failover) -> Vec<Figure> {
         Some(f.double_deliveries == 0),
     ));
     out
+}
+
+/// Starts the sidecars a trial killed again and waits until every replica
+/// is attached; `what` names the trial in the error.
+async fn respawn(c: &Cluster, replicas: &mut [Replica], what: &str) -> anyhow::Result<()> {
+    let endpoints = c.endpoints();
+    for r in replicas.iter_mut() {
+        if !r.sidecar.is_started() {
+            r.spawn(&endpoints);
+        }
+    }
+    if !all_attached(replicas, Duration::from_secs(20)).await {
+        anyhow::bail!("{what}: sidecars did not re-attach\n{}", c.logs());
+    }
+    Ok(())
 }
