@@ -8,7 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
+step() { printf '\n== %s (%ss, target/ %s)\n' "$1" "$SECONDS" "$(du -sh target 2>/dev/null | cut -f1)"; }
+
+# A clean clone builds everything once, so incremental caches are dead weight:
+# they were 6 GB of a CI run that died with "No space left on device".
+export CARGO_INCREMENTAL=0
 
 step "format"
 cargo fmt --all -- --check
