@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s (%ss, target/ %s)\n' "$1" "$SECONDS" "$(du -sh target 2>/dev/null | cut -f1)"; }
+step() { printf '\n== %s (%ss, target/ %s)\n' "$1" "$SECONDS" "$(du -sh target/ 2>/dev/null | cut -f1)"; }
 
 # A clean clone builds everything once, so incremental caches are dead weight:
 # they were 6 GB of a CI run that died with "No space left on device".
