@@ -27,6 +27,7 @@ use crate::pb::raft::raft_service_server::RaftServiceServer;
 use crate::pb::scheduler::scheduler_server::SchedulerServer;
 use crate::pb::sidecar::attach_server::AttachServer;
 use crate::raft::network::{Dialer, Network};
+use crate::raft::runtime::ConsensusRuntime;
 use crate::raft::service::RaftGrpc;
 use crate::raft::types::{NodeId, Raft};
 use crate::store::{ChangeFeed, LogStore, StateMachineStore};
@@ -60,6 +61,8 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Raft's own threads; declared last so they stop after everything else.
+    _consensus: ConsensusRuntime,
 }
 
 impl Node {
@@ -83,6 +86,7 @@ impl Node {
         let dialer = Dialer::new(client_tls, Duration::from_millis(500));
         check_cluster(&identity, &config, &dialer).await?;
 
+        let consensus = ConsensusRuntime::new(config.id).map_err(StartError::Storage)?;
         let log = LogStore::open(&config.data_dir.join("raft-log")).map_err(StartError::Storage)?;
         let sm = StateMachineStore::open(
             &config.data_dir.join("snapshot.redb"),
@@ -91,7 +95,9 @@ impl Node {
         .map_err(StartError::Storage)?;
         let raft_config = Arc::new(config.timing.config()?);
         let network = Network::new(identity.clone(), dialer.clone());
-        let raft = Raft::new(config.id, raft_config, network, log.clone(), sm.clone())
+        let (id, raft_log, raft_sm) = (config.id, log.clone(), sm.clone());
+        let raft = consensus
+            .run(async move { Raft::new(id, raft_config, network, raft_log, raft_sm).await })
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let metrics = Arc::new(Metrics::new(config.id));
@@ -136,6 +142,7 @@ impl Node {
             tasks,
             grpc_addr,
             http_addr,
+            _consensus: consensus,
         })
     }
 

@@ -2,6 +2,7 @@
 //! for the client side, `service` for the server side) and its wire codec.
 
 pub mod network;
+pub mod runtime;
 pub mod service;
 pub mod types;
 pub mod wire;
