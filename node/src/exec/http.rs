@@ -31,6 +31,14 @@ use super::{Attempt, MAX_MESSAGE, Outcome, SecretResolver, truncate};
 /// At most this much of a response body is read, for the message snippet.
 const BODY_SNIPPET: usize = 4096;
 
+/// New connections being opened at once, all targets together. A thousand
+/// fires to one host at an instant would otherwise open a thousand
+/// connections at once; the target's listen backlog (nginx's default is 511)
+/// drops the SYNs past it, and a dropped SYN is sent again only after a
+/// second: those fires arrive a second late. Waiting here, a request also
+/// takes a pooled connection that another one frees meanwhile.
+const MAX_CONNECTING: usize = 128;
+
 /// Runs HTTP actions. Holds one client, so connections are pooled.
 pub struct HttpExecutor {
     /// The error is kept and reported by every attempt rather than failing
@@ -50,6 +58,7 @@ impl HttpExecutor {
                 policy: policy.clone(),
             })
             .user_agent(concat!("raftcron/", env!("CARGO_PKG_VERSION")))
+            .connector_layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONNECTING))
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {}", error_chain(&e)));
         Self { client, policy }
