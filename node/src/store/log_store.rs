@@ -43,8 +43,7 @@ impl Types for LogTypes {
     fn payload_size(payload: &Self::LogPayload) -> u64 {
         match &payload.0 {
             openraft::EntryPayload::Blank => 16,
-            // An estimate for the cache budget; exact sizes would need an encode.
-            openraft::EntryPayload::Normal(_) => 512,
+            openraft::EntryPayload::Normal(cmd) => cmd.approx_bytes(),
             openraft::EntryPayload::Membership(_) => 256,
         }
     }
