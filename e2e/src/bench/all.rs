@@ -198,47 +198,86 @@ pub async fn run(out: &Path, opts: Options) -> anyhow::Result<()> {
     }
     crate::plot::failover(&out.join("failover.png"), &fo)?;
 
-    step("fire lateness: 1,000 / 10,000 / 100,000 schedules");
+    step("fire lateness at the target: 200 / 1,000 / 10,000 per-second schedules, with the floor");
     let mut cdf = Vec::new();
-    for n in [1000, 10_000, 100_000]
+    for n in [200, 1000, 10_000]
         .into_iter()
         .filter(|n| *n <= opts.max_schedules)
     {
-        let l = measure::lateness(n, window).await?;
+        let l = measure::lateness(n, window, true).await?;
         let node99 = hist_quantile(&l.node_histogram, 99.0) * 1000.0;
-        let target = if n == 1000 { "≤ 5 ms (p99)" } else { "" };
+        let p99 = percentile(&l.target_ms, 99.0);
+        let floor = super::floor_ms(&l);
         rows.push(row(
-            format!("fire lateness (instant → action start) p99, {n} schedules, bucket bound"),
-            target,
+            format!("fire lateness (instant → action start at the node) p99, {n} schedules, bucket bound"),
+            "",
             node99,
             "ms",
             None,
-            (n == 1000).then_some(node99 <= 5.0),
+            None,
         ));
+        let (goal, met) = match n {
+            200 => ("≤ 5 ms".to_string(), Some(p99 <= 5.0)),
+            1000 => (
+                format!("≤ 1.5 × floor ({:.1} ms)", 1.5 * floor),
+                Some(p99 <= 1.5 * floor),
+            ),
+            _ => (String::new(), None),
+        };
         rows.push(row(
-            format!("fire lateness (instant → request at the target) p99, {n} schedules"),
+            format!(
+                "fire lateness (instant → request at {}) p50, {n} schedules",
+                l.target
+            ),
             "",
-            percentile(&l.target_ms, 99.0),
+            percentile(&l.target_ms, 50.0),
             "ms",
             None,
             None,
         ));
         rows.push(row(
-            format!("fires executed / expected, {n} schedules"),
+            format!(
+                "fire lateness (instant → request at {}) p99, {n} schedules",
+                l.target
+            ),
+            goal,
+            p99,
+            "ms",
+            None,
+            met,
+        ));
+        rows.push(row(
+            format!("… max, {n} schedules"),
+            "",
+            l.target_ms.last().copied().unwrap_or(f64::NAN),
+            "ms",
+            None,
+            None,
+        ));
+        rows.push(row(
+            format!("… floor: {n} requests at once over warm connections, instant → last received"),
+            "",
+            floor,
+            "ms",
+            None,
+            None,
+        ));
+        rows.push(row(
+            format!("fires received / expected, {n} schedules"),
             "all",
             l.target_ms.len() as f64 / l.expected.max(1) as f64,
             "ratio",
             None,
             Some(l.target_ms.len() >= l.expected),
         ));
-        raw.insert(format!("lateness_{n}"), json!({"expected": l.expected, "executed": l.target_ms.len(),
-            "target_p50_ms": percentile(&l.target_ms, 50.0), "target_p99_ms": percentile(&l.target_ms, 99.0), "target_p999_ms": percentile(&l.target_ms, 99.9),
-            "target_max_ms": l.target_ms.last(), "node_histogram": l.node_histogram}));
-        cdf.push((format!("{n} schedules, at the target"), l.target_ms));
+        raw.insert(format!("lateness_{n}"), json!({"target": l.target, "expected": l.expected, "executed": l.target_ms.len(),
+            "target_p50_ms": percentile(&l.target_ms, 50.0), "target_p99_ms": p99, "target_p999_ms": percentile(&l.target_ms, 99.9),
+            "target_max_ms": l.target_ms.last(), "floor_ms": l.floor_ms, "elections": l.elections, "node_histogram": l.node_histogram}));
+        cdf.push((format!("{n} schedules, at {}", l.target), l.target_ms));
     }
     crate::plot::lateness_cdf(
         &out.join("lateness-cdf.png"),
-        "fire lateness: scheduled instant → request received by the target",
+        "fire lateness: scheduled instant → request received by the target (nginx)",
         &cdf,
     )?;
     bar.inc(1);

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftcron_crds::names::{parse_rfc3339_ms, rfc3339_ms};
-use raftcron_crds::schedule::Schedule;
+use raftcron_crds::names::rfc3339_ms;
 use raftcron_node::client::Client;
 use serde_json::json;
 
-use super::{sorted, upsert};
+use super::target::Target;
+use super::{metric_sum, sorted, upsert};
 use crate::etcd::Etcd;
 use crate::etcd_rpc::EtcdClient;
 use crate::{Cluster, ClusterOptions, Ledger, now_ms, wait_for};
@@ -176,64 +176,68 @@ pub async fn etcd_failover(
     Ok(gaps)
 }
 
-/// `n` schedules firing ~1,000 times a second in all: every second for
-/// n ≤ 1,000, spread over 10 s for 10,000, over a minute beyond.
-pub fn spread_schedule(i: usize, n: usize) -> String {
-    match n {
-        0..=1000 => "* * * * * *".into(),
-        1001..=10_000 => format!("{}-59/10 * * * * *", i % 10),
-        _ => format!("{} * * * * *", i % 60),
-    }
-}
-
 pub struct Lateness {
     pub schedules: usize,
     pub expected: usize,
+    /// What received the fires: "nginx" or the project's own target.
+    pub target: &'static str,
     /// Instant → request received at the target (ms, sorted).
     pub target_ms: Vec<f64>,
+    /// The floor, per round: the same number of requests sent at one
+    /// instant over warm keep-alive connections by a minimal client,
+    /// instant → the last received (ms, sorted).
+    pub floor_ms: Vec<f64>,
     /// The leader's `raftcron_node_fire_lateness_seconds` buckets: (le s, cumulative count).
     pub node_histogram: Vec<(f64, f64)>,
+    /// Terms started during the window (leader elections).
+    pub elections: u64,
 }
 
-pub async fn lateness(n: usize, duration: Duration) -> anyhow::Result<Lateness> {
+/// Rounds of the floor; its figure is their median.
+const FLOOR_ROUNDS: usize = 7;
+
+/// `n` per-second schedules for `duration` into the target (nginx when
+/// installed and `nginx`), after the floor for `n` requests at once is
+/// measured against the same target with the cluster up and idle.
+pub async fn lateness(n: usize, duration: Duration, nginx: bool) -> anyhow::Result<Lateness> {
     let c = Cluster::start(ClusterOptions::default()).await;
-    let ledger = Ledger::start(c.path()).await;
-    let url = ledger.url("/ok");
-    let exprs: Vec<String> = (0..n).map(|i| spread_schedule(i, n)).collect();
-    let items: Vec<_> = exprs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            upsert(
-                "lateness",
-                &format!("s{i:06}"),
-                &json!({"schedule": e, "action": {"http": {"url": url}}}),
-            )
-        })
+    let target = Target::start(c.path(), nginx).await?;
+    let floor_ms = sorted(super::target::floor(&target, n, FLOOR_ROUNDS).await?);
+    let url = target.url("/ok");
+    let spec = json!({"schedule": "* * * * * *", "action": {"http": {"url": url}}});
+    let items: Vec<_> = (0..n)
+        .map(|i| upsert("lateness", &format!("s{i:06}"), &spec))
         .collect();
     for chunk in items.chunks(1000) {
         c.client().upsert_batch(chunk.to_vec()).await?;
     }
-    let start = (now_ms() / 1000 + 3) * 1000;
+    // Steady state: the first fires open the connections.
+    let start = (now_ms() / 1000 + 4) * 1000;
     let end = start + duration.as_millis() as i64;
-    let expected = exprs
-        .iter()
-        .map(|e| {
-            Schedule::parse(e, None)
-                .map(|s| s.fires_between(start - 1, end - 1, 100_000).len())
-                .unwrap_or(0)
-        })
-        .sum();
-    tokio::time::sleep(Duration::from_millis((end + 3000 - now_ms()).max(0) as u64)).await;
-    let mut late = Vec::new();
-    for r in ledger.records() {
-        let Some(at) = r.scheduled_time.as_deref().and_then(parse_rfc3339_ms) else {
-            continue;
-        };
-        if at >= start && at < end {
-            late.push(r.received_ms - at as f64);
+    let expected = n * ((end - start) / 1000) as usize;
+    let term = |c: &Cluster| {
+        let c = c.nodes.iter().map(|n| n.http.clone()).collect::<Vec<_>>();
+        async move {
+            let mut term = 0.0f64;
+            for http in c {
+                if let Ok((_, text)) = crate::http_get(&http, "/metrics").await {
+                    term = term.max(metric_sum(&text, "raftcron_node_raft_term", ""));
+                }
+            }
+            term
         }
-    }
+    };
+    tokio::time::sleep(Duration::from_millis((start - now_ms()).max(0) as u64)).await;
+    let term_before = term(&c).await;
+    tokio::time::sleep(Duration::from_millis((end + 3000 - now_ms()).max(0) as u64)).await;
+    let term_after = term(&c).await;
+    target.settle().await;
+    let late: Vec<f64> = target
+        .arrivals()
+        .into_iter()
+        .filter(|a| a.path == "/ok" && a.scheduled_ms >= start && a.scheduled_ms < end)
+        .map(|a| a.received_ms - a.scheduled_ms as f64)
+        .collect();
     let leader = c
         .wait_leader(Duration::from_secs(5))
         .await
@@ -242,8 +246,11 @@ pub async fn lateness(n: usize, duration: Duration) -> anyhow::Result<Lateness> 
     Ok(Lateness {
         schedules: n,
         expected,
+        target: target.name(),
         target_ms: sorted(late),
+        floor_ms,
         node_histogram: super::histogram(&metrics, "raftcron_node_fire_lateness_seconds"),
+        elections: (term_after - term_before).max(0.0) as u64,
     })
 }
 
@@ -377,18 +384,12 @@ pub async fn sustained_fires(n: usize, window: Duration) -> anyhow::Result<Fires
     // Summed over every node: a run is counted once, by the leader that ran
     // it, and the leader may change under load (heartbeats time out when the
     // nodes saturate both cores); counting one node would miss the rest.
-    let counters = |text: &str, name: &str, label: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     let sample = || async {
         let (mut succeeded, mut term) = (0.0, 0.0f64);
         for node in &c.nodes {
             if let Ok((_, text)) = crate::http_get(&node.http, "/metrics").await {
-                succeeded += counters(&text, "raftcron_node_runs_total{", "result=\"Succeeded\"");
-                term = term.max(counters(&text, "raftcron_node_raft_term", ""));
+                succeeded += metric_sum(&text, "raftcron_node_runs_total", "result=\"Succeeded\"");
+                term = term.max(metric_sum(&text, "raftcron_node_raft_term", ""));
             }
         }
         (succeeded, term)

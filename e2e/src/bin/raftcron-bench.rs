@@ -141,12 +141,16 @@ enum Cmd {
         #[arg(long, default_value_t = 16)]
         in_flight: usize,
     },
-    /// Fire lateness of N per-second schedules, at the node and at the target.
+    /// Fire lateness of N per-second schedules, at the node and at the
+    /// target (nginx when installed), beside the floor for N requests at once.
     Lateness {
         #[arg(long, default_value_t = 1000)]
         schedules: usize,
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Fire into the project's own target even when nginx is installed.
+        #[arg(long)]
+        no_nginx: bool,
     },
 }
 
@@ -170,7 +174,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::Lateness {
                 schedules,
                 duration,
-            } => bench::lateness(schedules, duration).await,
+                no_nginx,
+            } => bench::lateness(schedules, duration, !no_nginx).await,
             Cmd::KubernetesReady { count } => bench::kubernetes_ready(count).await,
             Cmd::Leases { quick } => {
                 let opts = if quick {
