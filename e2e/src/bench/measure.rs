@@ -228,6 +228,9 @@ pub async fn lateness(n: usize, duration: Duration, nginx: bool) -> anyhow::Resu
         }
     };
     tokio::time::sleep(Duration::from_millis((start - now_ms()).max(0) as u64)).await;
+    // The node's histogram counts from its start (the first fires open the
+    // connections); the window's share is the difference.
+    let at_start = leader_lateness(&c).await;
     let term_before = term(&c).await;
     tokio::time::sleep(Duration::from_millis((end + 3000 - now_ms()).max(0) as u64)).await;
     let term_after = term(&c).await;
@@ -238,20 +241,39 @@ pub async fn lateness(n: usize, duration: Duration, nginx: bool) -> anyhow::Resu
         .filter(|a| a.path == "/ok" && a.scheduled_ms >= start && a.scheduled_ms < end)
         .map(|a| a.received_ms - a.scheduled_ms as f64)
         .collect();
-    let leader = c
-        .wait_leader(Duration::from_secs(5))
+    let (leader, at_end) = leader_lateness(&c)
         .await
         .ok_or_else(|| anyhow::anyhow!("no leader"))?;
-    let (_, metrics) = crate::http_get(&c.nodes[(leader - 1) as usize].http, "/metrics").await?;
+    // With a new leader the whole of its histogram falls in the window.
+    let node_histogram = match at_start {
+        Some((before, start_buckets)) if before == leader => at_end
+            .iter()
+            .zip(start_buckets.iter())
+            .map(|((le, end), (_, start))| (*le, end - start))
+            .collect(),
+        _ => at_end,
+    };
     Ok(Lateness {
         schedules: n,
         expected,
         target: target.name(),
         target_ms: sorted(late),
         floor_ms,
-        node_histogram: super::histogram(&metrics, "raftcron_node_fire_lateness_seconds"),
+        node_histogram,
         elections: (term_after - term_before).max(0.0) as u64,
     })
+}
+
+/// The leader (the one node that fires) and its lateness histogram.
+async fn leader_lateness(c: &Cluster) -> Option<(u64, Vec<(f64, f64)>)> {
+    let leader = c.wait_leader(Duration::from_secs(5)).await?;
+    let (_, text) = crate::http_get(&c.nodes[(leader - 1) as usize].http, "/metrics")
+        .await
+        .ok()?;
+    Some((
+        leader,
+        super::histogram(&text, "raftcron_node_fire_lateness_seconds"),
+    ))
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
