@@ -215,25 +215,13 @@ pub async fn lateness(n: usize, duration: Duration, nginx: bool) -> anyhow::Resu
     let start = (now_ms() / 1000 + 4) * 1000;
     let end = start + duration.as_millis() as i64;
     let expected = n * ((end - start) / 1000) as usize;
-    let term = |c: &Cluster| {
-        let c = c.nodes.iter().map(|n| n.http.clone()).collect::<Vec<_>>();
-        async move {
-            let mut term = 0.0f64;
-            for http in c {
-                if let Ok((_, text)) = crate::http_get(&http, "/metrics").await {
-                    term = term.max(metric_sum(&text, "raftcron_node_raft_term", ""));
-                }
-            }
-            term
-        }
-    };
     tokio::time::sleep(Duration::from_millis((start - now_ms()).max(0) as u64)).await;
     // The node's histogram counts from its start (the first fires open the
     // connections); the window's share is the difference.
     let at_start = leader_lateness(&c).await;
-    let term_before = term(&c).await;
+    let term_before = max_term(&every_node_metrics(&c).await);
     tokio::time::sleep(Duration::from_millis((end + 3000 - now_ms()).max(0) as u64)).await;
-    let term_after = term(&c).await;
+    let term_after = max_term(&every_node_metrics(&c).await);
     target.settle().await;
     let late: Vec<f64> = target
         .arrivals()
@@ -262,6 +250,25 @@ pub async fn lateness(n: usize, duration: Duration, nginx: bool) -> anyhow::Resu
         node_histogram,
         elections: (term_after - term_before).max(0.0) as u64,
     })
+}
+
+/// The `/metrics` text of every node that answers.
+async fn every_node_metrics(c: &Cluster) -> Vec<String> {
+    let mut texts = Vec::new();
+    for node in &c.nodes {
+        if let Ok((_, text)) = crate::http_get(&node.http, "/metrics").await {
+            texts.push(text);
+        }
+    }
+    texts
+}
+
+/// The highest Raft term any node reports: elections are its increments.
+fn max_term(texts: &[String]) -> f64 {
+    texts
+        .iter()
+        .map(|t| metric_sum(t, "raftcron_node_raft_term", ""))
+        .fold(0.0, f64::max)
 }
 
 /// The leader (the one node that fires) and its lateness histogram.
@@ -407,14 +414,12 @@ pub async fn sustained_fires(n: usize, window: Duration) -> anyhow::Result<Fires
     // it, and the leader may change under load (heartbeats time out when the
     // nodes saturate both cores); counting one node would miss the rest.
     let sample = || async {
-        let (mut succeeded, mut term) = (0.0, 0.0f64);
-        for node in &c.nodes {
-            if let Ok((_, text)) = crate::http_get(&node.http, "/metrics").await {
-                succeeded += metric_sum(&text, "raftcron_node_runs_total", "result=\"Succeeded\"");
-                term = term.max(metric_sum(&text, "raftcron_node_raft_term", ""));
-            }
-        }
-        (succeeded, term)
+        let texts = every_node_metrics(&c).await;
+        let succeeded = texts
+            .iter()
+            .map(|t| metric_sum(t, "raftcron_node_runs_total", "result=\"Succeeded\""))
+            .sum::<f64>();
+        (succeeded, max_term(&texts))
     };
     let (before, term_before) = sample().await;
     let t0 = Instant::now();

@@ -84,7 +84,6 @@ pub(crate) fn upsert(ns: &str, name: &str, spec: &serde_json::Value) -> UpsertRe
     }
 }
 
-/// (upper bound, cumulative count) pairs of a Prometheus histogram.
 /// The sum of the samples of metric `name` whose labels contain `label`
 /// (the Prometheus text format).
 pub(crate) fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
@@ -98,6 +97,7 @@ pub(crate) fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// (upper bound, cumulative count) pairs of a Prometheus histogram.
 pub(crate) fn histogram(text: &str, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{");
     text.lines()

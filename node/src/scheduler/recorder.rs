@@ -81,15 +81,9 @@ async fn run(
         let linger = tokio::time::sleep(LINGER);
         tokio::pin!(linger);
         while events.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(e) => {
-                    events.push(e);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
+            // Biased: whatever is queued is taken before the linger can end the batch.
             tokio::select! {
+                biased;
                 e = rx.recv() => match e { Some(e) => events.push(e), None => break },
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => report(done),
                 _ = &mut linger => break,
