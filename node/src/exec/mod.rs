@@ -1,8 +1,9 @@
 //! Executors: run one attempt of a ScheduledJob's action.
 //!
 //! ```text
-//!  fire loop ──Attempt──► Executors::run ──► http (reqwest) │ process (exec) │ job (Kubernetes)
-//!            (armed: Executors::prepare ─► app: placed on an attached replica, called on go)
+//!  fire loop ──Attempt──► Executors::run ──► http │ process (exec) │ job (Kubernetes) │ app
+//!            (armed: Executors::prepare ─► app: placed on an attached replica, called on go;
+//!                                          http: request built, connection picked)
 //!                              │ timeout / cancel → TimedOut / Failed("cancelled")
 //!                              └──► Outcome { outcome, message } ──► recorder
 //! ```
@@ -162,9 +163,12 @@ pub trait PreparedApp: Send {
 /// What an attempt was prepared with when it was armed.
 #[derive(Default)]
 pub enum Prepared {
-    /// Nothing to prepare (http, exec, job, dry run).
+    /// Nothing to prepare (exec, job, dry run, and the http attempts
+    /// [`http::HttpExecutor::prepare`] leaves to the instant).
     #[default]
     Nothing,
+    /// An `http://` request built, and its connection picked.
+    Http(Box<http::PreparedHttp>),
     App(Box<dyn PreparedApp>),
 }
 
@@ -172,7 +176,7 @@ impl Prepared {
     /// The pod an `app` attempt was placed on.
     pub fn pod(&self) -> Option<&str> {
         match self {
-            Prepared::Nothing => None,
+            Prepared::Nothing | Prepared::Http(_) => None,
             Prepared::App(a) => Some(a.pod()),
         }
     }
@@ -217,16 +221,26 @@ impl Executors {
     }
 
     /// Gets an attempt ready when it is armed, ahead of its instant: an
-    /// `app` attempt is placed on a replica and sent to it. `Err` (no
-    /// replica can take it now) leaves it unarmed, to be tried again.
+    /// `app` attempt is placed on a replica and sent to it; an `http`
+    /// attempt's request is built and its connection picked (opened now
+    /// when no idle one is there). `Err` (no replica can take it now) leaves
+    /// it unarmed, to be tried again.
     pub fn prepare(
         &self,
         namespace: &str,
         spec: &ScheduledJobSpec,
         attempt: &Attempt,
     ) -> Result<Prepared, String> {
+        if self.settings.dry_run {
+            return Ok(Prepared::Nothing);
+        }
+        if let Some(h) = &spec.action.http {
+            return Ok(self
+                .http
+                .prepare(h, attempt)
+                .map_or(Prepared::Nothing, |p| Prepared::Http(Box::new(p))));
+        }
         match (&spec.action.app, &self.apps) {
-            (Some(_), _) if self.settings.dry_run => Ok(Prepared::Nothing),
             (Some(app), Some(apps)) => apps
                 .prepare(namespace, app, spec, attempt)
                 .map(Prepared::App),
@@ -254,7 +268,10 @@ impl Executors {
                 return Outcome::ok(Some("dry run: not executed".into()));
             }
             if let Some(h) = &spec.action.http {
-                self.http.run(h, attempt, self.secrets.as_deref()).await
+                match prepared {
+                    Prepared::Http(p) => self.http.send(h, attempt, *p).await,
+                    _ => self.http.run(h, attempt, self.secrets.as_deref()).await,
+                }
             } else if let Some(e) = &spec.action.exec {
                 if !self.settings.exec_enabled {
                     return Outcome::failed(
@@ -265,7 +282,7 @@ impl Executors {
             } else if spec.action.app.is_some() {
                 match prepared {
                     Prepared::App(app) => app.go().await,
-                    Prepared::Nothing => Outcome::failed(
+                    Prepared::Nothing | Prepared::Http(_) => Outcome::failed(
                         "app actions need the leader's attach registry; this node has none",
                     ),
                 }

@@ -156,7 +156,153 @@ async fn http_request_carries_method_headers_body_and_the_four_raftcron_headers(
     );
     assert_eq!(h("Raftcron-Term").as_deref(), Some("7"));
     assert_eq!(h("X-Team").as_deref(), Some("billing"));
+    assert_eq!(h("Host").as_deref(), base.strip_prefix("http://"));
+    assert!(h("User-Agent").is_some_and(|u| u.starts_with("raftcron/")));
+    assert_eq!(h("Accept").as_deref(), Some("*/*"));
     assert_eq!(&body[..], b"{\"full\":true}");
+}
+
+/// A raw HTTP/1.1 server that answers every request `200 ok`, counting
+/// connections and requests; with `close` it says `Connection: close`, with
+/// `idle_close` it closes a connection that long after each answer.
+struct Scripted {
+    url: String,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn scripted(close: bool, idle_close: Option<Duration>) -> Scripted {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let requests: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            c.fetch_add(1, SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let read = match idle_close {
+                        Some(after) if buf.is_empty() && r.load(SeqCst) > 0 => {
+                            match tokio::time::timeout(after, socket.read(&mut chunk)).await {
+                                Ok(n) => n,
+                                Err(_) => return, // idle too long: close
+                            }
+                        }
+                        _ => socket.read(&mut chunk).await,
+                    };
+                    let Ok(n @ 1..) = read else { return };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        r.fetch_add(1, SeqCst);
+                        let head = if close { "Connection: close\r\n" } else { "" };
+                        let answer =
+                            format!("HTTP/1.1 200 OK\r\n{head}Content-Length: 2\r\n\r\nok");
+                        if socket.write_all(answer.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Scripted {
+        url,
+        connections,
+        requests,
+    }
+}
+
+impl Scripted {
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn plain_http_attempts_reuse_one_kept_alive_connection() {
+    let server = scripted(false, None).await;
+    let exec = allow_all();
+    for i in 0..3 {
+        let out = exec
+            .run(&get(server.url.clone()), &attempt(&format!("r{i}")), None)
+            .await;
+        assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())));
+    }
+    assert_eq!((server.connections(), server.requests()), (1, 3));
+}
+
+#[tokio::test]
+async fn a_connection_the_target_closed_while_idle_is_not_used_again() {
+    let server = scripted(false, Some(Duration::from_millis(50))).await;
+    let exec = allow_all();
+    for i in 0..2 {
+        let out = exec
+            .run(&get(server.url.clone()), &attempt(&format!("r{i}")), None)
+            .await;
+        assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())), "attempt {i}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((server.connections(), server.requests()), (2, 2));
+}
+
+#[tokio::test]
+async fn a_connection_the_target_says_to_close_is_not_kept() {
+    let server = scripted(true, None).await;
+    let exec = allow_all();
+    for i in 0..2 {
+        let out = exec
+            .run(&get(server.url.clone()), &attempt(&format!("r{i}")), None)
+            .await;
+        assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())), "attempt {i}");
+    }
+    assert_eq!((server.connections(), server.requests()), (2, 2));
+}
+
+#[tokio::test]
+async fn an_armed_plain_http_attempt_has_its_connection_open_before_it_is_sent() {
+    let server = scripted(false, None).await;
+    let exec = allow_all();
+    let a = attempt("r");
+    let action = get(server.url.clone());
+    let prepared = exec.prepare(&action, &a).expect("plain http is prepared");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.connections() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!((server.connections(), server.requests()), (1, 0));
+    let out = exec.send(&action, &a, prepared).await;
+    assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())));
+    assert_eq!(server.requests(), 1);
+}
+
+#[tokio::test]
+async fn https_secret_headers_and_url_credentials_are_left_to_the_instant() {
+    let exec = allow_all();
+    let a = attempt("r");
+    assert!(
+        exec.prepare(&get("https://example.test/".into()), &a)
+            .is_none()
+    );
+    assert!(
+        exec.prepare(&get("http://u:p@127.0.0.1:9/".into()), &a)
+            .is_none()
+    );
+    let mut secret = get("http://127.0.0.1:9/".into());
+    secret
+        .headers
+        .push(secret_header("Authorization", "api", "token"));
+    assert!(exec.prepare(&secret, &a).is_none());
 }
 
 #[tokio::test]

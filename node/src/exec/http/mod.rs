@@ -1,43 +1,54 @@
-//! The HTTP executor: one request per attempt through a shared client.
+//! The HTTP executor: one request per attempt.
 //!
 //! ```text
 //!  HttpAction ──url host──► IP literal? ──HttpPolicy::check──► refused (no connection)
-//!      │                        └─ name ──► PolicyResolver (DNS, then check every address)
+//!      │                        └─ name ──► resolved, every address checked (conn.rs │ PolicyResolver)
 //!      ├─ headers (literal │ Secret via SecretResolver) + Raftcron-* headers
-//!      └─ reqwest::Client (pooled, no redirects, no proxies) ──► status ∈ successCodes / 2xx?
-//!                                        └─ first 4 KiB of the body ──► "HTTP <code>: <snippet>"
+//!      ├─ http://, literal headers: built when armed (prepare), sent on a connection of
+//!      │    our own picked then (conn.rs)
+//!      └─ https://, Secret headers, credentials in the URL: reqwest::Client (pooled, no
+//!           redirects, no proxies), built at the instant
+//!                     ──► status ∈ successCodes / 2xx? ── first 4 KiB of the body ──► "HTTP <code>: <snippet>"
 //! ```
 //!
 //! The deny list is enforced on the addresses the connection uses: an IP
 //! literal is checked before the request, a name is resolved by our own
-//! resolver hook that refuses when any address it returns is denied, so DNS
-//! cannot smuggle a denied address past the check. Redirects are not
-//! followed (a 3xx fails unless listed in `successCodes`) and proxies are
-//! not used, because either would reach a host the check never saw.
+//! code that refuses when any address it returns is denied, so DNS cannot
+//! smuggle a denied address past the check. Redirects are not followed (a
+//! 3xx fails unless listed in `successCodes`) and proxies are not used,
+//! because either would reach a host the check never saw. Both paths send
+//! the same request: the action's method, headers and body, the
+//! `Raftcron-*` headers, `User-Agent: raftcron/<version>` and
+//! `Accept: */*`.
+
+mod answer;
+mod conn;
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures::FutureExt as _;
+use http_body_util::Full;
 use raftcron_crds::HttpAction;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, Url};
+use reqwest::{Method, StatusCode, Url};
 
 use super::policy::HttpPolicy;
-use super::{Attempt, MAX_MESSAGE, Outcome, SecretResolver, truncate};
+use super::{Attempt, Outcome, SecretResolver, truncate};
+use answer::{Denied, MAX_CONNECTING, error_chain, read_snippet};
 
-/// At most this much of a response body is read, for the message snippet.
-const BODY_SNIPPET: usize = 4096;
+const USER_AGENT: &str = concat!("raftcron/", env!("CARGO_PKG_VERSION"));
 
-/// New connections being opened at once, all targets together. A thousand
-/// fires to one host at an instant would otherwise open a thousand
-/// connections at once; the target's listen backlog (nginx's default is 511)
-/// drops the SYNs past it, and a dropped SYN is sent again only after a
-/// second: those fires arrive a second late. Waiting here, a request also
-/// takes a pooled connection that another one frees meanwhile.
-const MAX_CONNECTING: usize = 128;
+/// An `http://` attempt got ready when armed: its request and connection.
+pub struct PreparedHttp {
+    target: conn::Target,
+    conn: conn::Conn,
+    request: http::Request<Full<Bytes>>,
+}
 
 /// Runs HTTP actions. Holds one client, so connections are pooled.
 pub struct HttpExecutor {
@@ -45,6 +56,7 @@ pub struct HttpExecutor {
     /// node start-up: only HTTP actions need the client (TLS roots).
     client: Result<reqwest::Client, String>,
     policy: Arc<HttpPolicy>,
+    pool: Arc<conn::Pool>,
 }
 
 impl HttpExecutor {
@@ -57,11 +69,94 @@ impl HttpExecutor {
             .dns_resolver(PolicyResolver {
                 policy: policy.clone(),
             })
-            .user_agent(concat!("raftcron/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .connector_layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONNECTING))
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {}", error_chain(&e)));
-        Self { client, policy }
+        let pool = Arc::new(conn::Pool::new(policy.clone()));
+        Self {
+            client,
+            policy,
+            pool,
+        }
+    }
+
+    /// Builds the request of an `http://` attempt with literal headers and
+    /// picks its connection, ahead of the instant. `None` for the rest
+    /// (https, Secret headers, credentials in the URL, anything invalid),
+    /// which [`run`](Self::run) builds and reports at the instant.
+    pub fn prepare(&self, action: &HttpAction, attempt: &Attempt) -> Option<PreparedHttp> {
+        let url = Url::parse(&action.url).ok()?;
+        if url.scheme() != "http"
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || action.headers.iter().any(|h| h.value.is_none())
+        {
+            return None;
+        }
+        self.check_literal_host(&url).ok()?;
+        // No Secret to fetch, so this never waits.
+        let mut headers = request_headers(action, attempt, None)
+            .now_or_never()?
+            .ok()?;
+        let host = url.host_str()?;
+        let port = url.port_or_known_default()?;
+        let host_header = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        headers.insert(
+            http::header::HOST,
+            HeaderValue::from_str(&host_header).ok()?,
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        if !headers.contains_key(http::header::ACCEPT) {
+            headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        }
+        let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        let body = action.body.clone().map(Bytes::from).unwrap_or_default();
+        let mut request = http::Request::builder()
+            .method(method(action))
+            .uri(path)
+            .body(Full::new(body))
+            .ok()?;
+        *request.headers_mut() = headers;
+        let target = conn::Target {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+        };
+        let conn = self.pool.checkout(&target, attempt.timeout);
+        Some(PreparedHttp {
+            target,
+            conn,
+            request,
+        })
+    }
+
+    /// Sends a request [`prepare`](Self::prepare) got ready.
+    pub async fn send(
+        &self,
+        action: &HttpAction,
+        attempt: &Attempt,
+        prepared: PreparedHttp,
+    ) -> Outcome {
+        let PreparedHttp {
+            target,
+            conn,
+            request,
+        } = prepared;
+        let sent = tokio::time::timeout(attempt.timeout, self.pool.send(target, conn, request));
+        match sent.await {
+            Ok(Ok((status, snippet))) => judge(action, attempt, status, snippet),
+            Ok(Err(e)) => Outcome::failed(e),
+            Err(_) => Outcome::timed_out(attempt.timeout),
+        }
     }
 
     /// Sends the action's request once and judges the response.
@@ -71,6 +166,9 @@ impl HttpExecutor {
         attempt: &Attempt,
         secrets: Option<&dyn SecretResolver>,
     ) -> Outcome {
+        if let Some(prepared) = self.prepare(action, attempt) {
+            return self.send(action, attempt, prepared).await;
+        }
         let client = match &self.client {
             Ok(c) => c,
             Err(e) => return Outcome::failed(e.clone()),
@@ -92,40 +190,23 @@ impl HttpExecutor {
             url.host_str().unwrap_or_default(),
             url.port_or_known_default().unwrap_or(0)
         );
-        let method = Method::from_bytes(action.method.as_str().as_bytes())
-            .expect("HttpMethod names are valid methods");
         let mut request = client
-            .request(method, url)
+            .request(method(action), url)
             .headers(headers)
             .timeout(attempt.timeout);
         if let Some(body) = &action.body {
             request = request.body(body.clone());
         }
 
-        let mut response = match request.send().await {
+        let response = match request.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Outcome::timed_out(attempt.timeout),
             Err(e) => return Outcome::failed(send_error(e, &authority)),
         };
         let status = response.status();
-        let snippet = read_snippet(&mut response).await;
-        drop(response); // an unread rest of the body closes the connection instead of being drained
-
-        let ok = if action.success_codes.is_empty() {
-            status.is_success()
-        } else {
-            action.success_codes.contains(&status.as_u16())
-        };
-        tracing::debug!(run_id = %attempt.run_id, attempt = attempt.attempt, status = status.as_u16(), ok, "HTTP action answered");
-        let message = match snippet.as_deref() {
-            Some(s) if !s.is_empty() => format!("HTTP {}: {s}", status.as_u16()),
-            _ => format!("HTTP {}", status.as_u16()),
-        };
-        if ok {
-            Outcome::ok(Some(truncate(message)))
-        } else {
-            Outcome::failed(message)
-        }
+        // An unread rest of the body closes the connection instead of being drained.
+        let snippet = read_snippet(http::Response::from(response).into_body()).await;
+        judge(action, attempt, status, snippet.text)
     }
 
     /// IP literals never reach the resolver hook, so they are checked here.
@@ -202,35 +283,34 @@ async fn request_headers(
     Ok(headers)
 }
 
-/// Up to [`BODY_SNIPPET`] bytes of the body as trimmed, lossy UTF-8, or
-/// `None` if the body could not be read at all.
-async fn read_snippet(response: &mut reqwest::Response) -> Option<String> {
-    let mut body = Vec::new();
-    while body.len() < BODY_SNIPPET {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let take = chunk.len().min(BODY_SNIPPET - body.len());
-                body.extend_from_slice(&chunk[..take]);
-            }
-            Ok(None) => break,
-            Err(_) if !body.is_empty() => break,
-            Err(_) => return None,
-        }
-    }
-    let text = String::from_utf8_lossy(&body);
-    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    Some(cut(text, MAX_MESSAGE))
+fn method(action: &HttpAction) -> Method {
+    Method::from_bytes(action.method.as_str().as_bytes())
+        .expect("HttpMethod names are valid methods")
 }
 
-fn cut(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut at = max;
-        while !s.is_char_boundary(at) {
-            at -= 1;
-        }
-        s.truncate(at);
+/// Succeeded when the status is listed in `successCodes` (any 2xx when none
+/// are); the message is the status and the start of the body.
+fn judge(
+    action: &HttpAction,
+    attempt: &Attempt,
+    status: StatusCode,
+    snippet: Option<String>,
+) -> Outcome {
+    let ok = if action.success_codes.is_empty() {
+        status.is_success()
+    } else {
+        action.success_codes.contains(&status.as_u16())
+    };
+    tracing::debug!(run_id = %attempt.run_id, attempt = attempt.attempt, status = status.as_u16(), ok, "HTTP action answered");
+    let message = match snippet.as_deref() {
+        Some(s) if !s.is_empty() => format!("HTTP {}: {s}", status.as_u16()),
+        _ => format!("HTTP {}", status.as_u16()),
+    };
+    if ok {
+        Outcome::ok(Some(truncate(message)))
+    } else {
+        Outcome::failed(message)
     }
-    s
 }
 
 /// The message for a request that got no response: host and port, not the
@@ -246,35 +326,6 @@ fn send_error(e: reqwest::Error, authority: &str) -> String {
     }
     format!("{authority}: {}", error_chain(&e))
 }
-
-/// `outer: inner: innermost`, skipping a source whose text repeats its parent's.
-fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.last().is_some_and(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
-/// A name that resolved to a denied address.
-#[derive(Debug)]
-struct Denied {
-    host: String,
-    why: String,
-}
-
-impl std::fmt::Display for Denied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "refused to call {}: its address {}", self.host, self.why)
-    }
-}
-
-impl StdError for Denied {}
 
 /// DNS through the system resolver, refusing a name when any of its
 /// addresses is denied: a name that mixes allowed and denied addresses is

@@ -1,0 +1,328 @@
+//! Plain-HTTP actions on connections of our own, picked before the instant.
+//!
+//! ```text
+//!  armed (~20 ms ahead) ──► Pool::checkout ──► an idle connection to the target, still open
+//!                                 └─ none ──► one opened now (at most MAX_CONNECTING at once)
+//!  the instant ──► Pool::send: hyper's HTTP/1.1 connection driven in the attempt's own task
+//!                     └─ response read to its end, keep-alive ──► Pool::checkin
+//! ```
+//!
+//! Why not reqwest for these: at an instant with a thousand fires the leader
+//! spent ~100 µs of CPU per fire in reqwest and hyper-util's pool (the URL
+//! and headers built at the instant, the pool's locks, a hop to each
+//! connection's own task), and fires reached the target only as fast as two
+//! cores got through that. Here the request is built when the attempt is
+//! armed (mod.rs), its connection is picked then too, and the exchange runs
+//! in the attempt's task. HTTPS, credentials in the URL and Secret headers
+//! keep going through reqwest (mod.rs).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::answer::{Denied, MAX_CONNECTING, Snippet, error_chain, read_snippet};
+use crate::exec::policy::HttpPolicy;
+
+/// An idle connection unused this long is closed (reqwest's default too). A
+/// target that closes idle connections sooner is noticed at checkout.
+const IDLE_FOR: Duration = Duration::from_secs(90);
+
+/// Idle connections past their time are looked for this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// At most this many idle connections are kept per target.
+const MAX_IDLE_PER_TARGET: usize = 4096;
+
+/// Once a response was read to its end, the connection settles at once; a
+/// connection that does not within this is closed, not kept.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Where a connection goes: the URL's host (without an IPv6 literal's
+/// brackets) and port.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(super) struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// `host:port` for messages (never the URL: it may carry credentials).
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// The connection an attempt was armed with.
+pub(super) enum Conn {
+    /// Kept alive from an earlier attempt, and still open when armed.
+    Pooled(TcpStream),
+    /// Being opened since the attempt was armed. Dropping it stops the opening.
+    Opening(AbortOnDrop),
+}
+
+pub(super) struct AbortOnDrop(JoinHandle<Result<TcpStream, String>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Idle keep-alive connections by target, and the limit on connections
+/// being opened at once (see [`MAX_CONNECTING`]).
+pub(super) struct Pool {
+    idle: Mutex<Idle>,
+    connecting: Arc<Semaphore>,
+    policy: Arc<HttpPolicy>,
+}
+
+struct Idle {
+    /// Most recently returned last: a checkout takes the warmest.
+    by_target: HashMap<Target, Vec<(TcpStream, Instant)>>,
+    swept: Instant,
+}
+
+/// A send that failed.
+enum Failure {
+    /// The connection closed before the request was written: it can go on
+    /// another connection without any chance of being received twice.
+    Unsent(Box<Request<Full<Bytes>>>, String),
+    Failed(String),
+}
+
+impl Pool {
+    pub fn new(policy: Arc<HttpPolicy>) -> Self {
+        Self {
+            idle: Mutex::new(Idle {
+                by_target: HashMap::new(),
+                swept: Instant::now(),
+            }),
+            connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
+            policy,
+        }
+    }
+
+    /// A connection for an attempt being armed: the most recently used idle
+    /// one that is still open, or one opened from now on. `timeout` bounds
+    /// the opening (the attempt's own timeout).
+    pub fn checkout(self: &Arc<Self>, target: &Target, timeout: Duration) -> Conn {
+        if let Some(stream) = self.take_idle(target) {
+            return Conn::Pooled(stream);
+        }
+        Conn::Opening(self.open_in_background(target.clone(), timeout))
+    }
+
+    fn take_idle(&self, target: &Target) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.by_target.get_mut(target)?;
+        while let Some((stream, since)) = list.pop() {
+            if since.elapsed() < IDLE_FOR && still_open(&stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn open_in_background(self: &Arc<Self>, target: Target, timeout: Duration) -> AbortOnDrop {
+        let pool = self.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            match tokio::time::timeout(timeout, pool.open(&target)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "{}: no connection within {timeout:?}",
+                    target.authority()
+                )),
+            }
+        }))
+    }
+
+    fn checkin(&self, target: Target, stream: TcpStream) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        if now.duration_since(idle.swept) >= SWEEP_EVERY {
+            idle.swept = now;
+            for list in idle.by_target.values_mut() {
+                list.retain(|(_, since)| now.duration_since(*since) < IDLE_FOR);
+            }
+            idle.by_target.retain(|_, list| !list.is_empty());
+        }
+        let list = idle.by_target.entry(target).or_default();
+        if list.len() < MAX_IDLE_PER_TARGET {
+            list.push((stream, now));
+        }
+    }
+
+    /// Resolves the target (every address must pass the deny list, as with
+    /// reqwest's resolver hook in mod.rs) and connects to the first address
+    /// that answers.
+    async fn open(&self, target: &Target) -> Result<TcpStream, String> {
+        let _permit = self
+            .connecting
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, target.port)],
+            Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "{}: cannot resolve {}: {e}",
+                        target.authority(),
+                        target.host
+                    )
+                })?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(format!("{} has no addresses", target.host));
+        }
+        for a in &addrs {
+            if let Err(why) = self.policy.check(&a.ip()) {
+                let denied = Denied {
+                    host: target.host.clone(),
+                    why,
+                };
+                return Err(denied.to_string());
+            }
+        }
+        let mut last: Option<io::Error> = None;
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(stream) => {
+                    // Requests are one write each; nothing to gain from Nagle.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.expect("at least one address was tried");
+        Err(format!("{}: cannot connect: {e}", target.authority()))
+    }
+
+    /// Sends the request armed with `conn` and reads the start of the
+    /// response; the connection goes back to the pool when the response was
+    /// read to its end and both sides keep it alive. A pooled connection
+    /// that turns out closed before the request was written is replaced by a
+    /// new one, once.
+    pub async fn send(
+        &self,
+        target: Target,
+        conn: Conn,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Option<String>), String> {
+        let (stream, pooled) = match conn {
+            Conn::Pooled(stream) => (stream, true),
+            Conn::Opening(mut opening) => (open_result(&mut opening).await?, false),
+        };
+        match self.exchange(&target, stream, request).await {
+            Ok(answer) => Ok(answer),
+            Err(Failure::Unsent(request, _)) if pooled => {
+                // Bounded by the attempt's timeout around the whole send.
+                let stream = self.open(&target).await?;
+                match self.exchange(&target, stream, *request).await {
+                    Ok(answer) => Ok(answer),
+                    Err(Failure::Unsent(_, e) | Failure::Failed(e)) => Err(e),
+                }
+            }
+            Err(Failure::Unsent(_, e) | Failure::Failed(e)) => Err(e),
+        }
+    }
+
+    /// One request and its response on `stream`, the connection driven
+    /// right here rather than in a task of its own.
+    async fn exchange(
+        &self,
+        target: &Target,
+        stream: TcpStream,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Option<String>), Failure> {
+        let failed = |e: hyper::Error| {
+            Failure::Failed(format!("{}: {}", target.authority(), error_chain(&e)))
+        };
+        let (mut tx, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(failed)?;
+        let mut conn = pin!(conn.without_shutdown());
+        let talk = async move {
+            let response = match tx.try_send_request(request).await {
+                Ok(r) => r,
+                Err(mut e) => {
+                    let why = format!("{}: {}", target.authority(), error_chain(e.error()));
+                    return Err(match e.take_message() {
+                        Some(request) => Failure::Unsent(Box::new(request), why),
+                        None => Failure::Failed(why),
+                    });
+                }
+            };
+            let status = response.status();
+            let keep_alive = keeps_alive(&response);
+            let Snippet { text, whole } = read_snippet(response.into_body()).await;
+            // `tx` is dropped here: with the response read, the connection
+            // future below then ends and gives the socket back.
+            Ok((status, text, keep_alive && whole))
+        };
+        let mut talk = pin!(talk);
+        let mut conn_ended = false;
+        let (status, text, reusable) = tokio::select! {
+            biased;
+            r = &mut talk => r?,
+            c = &mut conn => {
+                conn_ended = true;
+                // The connection ended first: the exchange fails now too,
+                // and the connection's own error says more when it has one.
+                match (c, talk.await) {
+                    (_, Ok(answer)) => answer,
+                    (Err(e), Err(_)) => return Err(failed(e)),
+                    (Ok(_), Err(f)) => return Err(f),
+                }
+            }
+        };
+        if reusable
+            && !conn_ended
+            && let Ok(Ok(parts)) = tokio::time::timeout(SETTLE, conn).await
+            && parts.read_buf.is_empty()
+        {
+            self.checkin(target.clone(), parts.io.into_inner());
+        }
+        Ok((status, text))
+    }
+}
+
+async fn open_result(opening: &mut AbortOnDrop) -> Result<TcpStream, String> {
+    match (&mut opening.0).await {
+        Ok(r) => r,
+        Err(e) => Err(format!("opening the connection failed: {e}")),
+    }
+}
+
+/// HTTP/1.1 and no `Connection: close`: the server keeps the connection.
+fn keeps_alive<B>(response: &http::Response<B>) -> bool {
+    response.version() == http::Version::HTTP_11
+        && !response
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// An idle connection has nothing to read: anything there (the peer's close,
+/// or bytes nobody asked for) means it cannot carry another request. No
+/// syscall unless the reactor saw the socket become readable.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
