@@ -180,6 +180,18 @@ impl Prepared {
             Prepared::App(a) => Some(a.pod()),
         }
     }
+
+    /// The attempt's first poll does no more than send what was prepared
+    /// (a request on an open connection, an app's go): cheap enough for the
+    /// firer to do it in its own loop. Not so for one still connecting, a
+    /// process to spawn or a Job to create.
+    pub fn sends_at_once(&self) -> bool {
+        match self {
+            Prepared::Nothing => false,
+            Prepared::Http(h) => h.connected(),
+            Prepared::App(_) => true,
+        }
+    }
 }
 
 /// Node settings the executors obey.

@@ -50,6 +50,13 @@ pub struct PreparedHttp {
     request: http::Request<Full<Bytes>>,
 }
 
+impl PreparedHttp {
+    /// Its connection was open when it was armed.
+    pub fn connected(&self) -> bool {
+        matches!(self.conn, conn::Conn::Pooled(_))
+    }
+}
+
 /// Runs HTTP actions. Holds one client, so connections are pooled.
 pub struct HttpExecutor {
     /// The error is kept and reported by every attempt rather than failing
