@@ -162,9 +162,32 @@ async fn http_request_carries_method_headers_body_and_the_four_raftcron_headers(
     assert_eq!(&body[..], b"{\"full\":true}");
 }
 
+#[tokio::test]
+async fn the_actions_own_host_and_user_agent_are_sent_as_they_are() {
+    let (base, seen) = capture().await;
+    let mut action = get(format!("{base}/"));
+    for (name, value) in [
+        ("Host", "reports.example.test"),
+        ("User-Agent", "billing/2"),
+    ] {
+        action.headers.push(HttpHeader {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        });
+    }
+    let out = allow_all().run(&action, &attempt("r"), None).await;
+    assert_eq!(out, Outcome::ok(Some("HTTP 200: captured".into())));
+    let seen = seen.lock().unwrap();
+    let headers = &seen[0].1;
+    assert_eq!(headers.get("host").unwrap(), "reports.example.test");
+    assert_eq!(headers.get("user-agent").unwrap(), "billing/2");
+}
+
 /// A raw HTTP/1.1 server that answers every request `200 ok`, counting
-/// connections and requests; with `close` it says `Connection: close`, with
-/// `idle_close` it closes a connection that long after each answer.
+/// connections and requests; with `close` it says `Connection: close` (and
+/// keeps the socket open all the same), with `idle_close` it closes a
+/// connection idle that long after an answer.
 struct Scripted {
     url: String,
     connections: Arc<std::sync::atomic::AtomicUsize>,
@@ -205,7 +228,9 @@ async fn scripted(close: bool, idle_close: Option<Duration>) -> Scripted {
                         let head = if close { "Connection: close\r\n" } else { "" };
                         let answer =
                             format!("HTTP/1.1 200 OK\r\n{head}Content-Length: 2\r\n\r\nok");
-                        if socket.write_all(answer.as_bytes()).await.is_err() || close {
+                        // After `Connection: close` the socket stays open: a
+                        // client that kept it would send its next request here.
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
                     }
@@ -229,44 +254,39 @@ impl Scripted {
     }
 }
 
+impl Scripted {
+    /// Sends `n` attempts one after the other through one executor, pausing
+    /// `pause` after each, every one answered `200 ok`; the connections and
+    /// requests the server saw.
+    async fn each_ok(&self, n: usize, pause: Duration) -> (usize, usize) {
+        let exec = allow_all();
+        for i in 0..n {
+            let out = exec
+                .run(&get(self.url.clone()), &attempt(&format!("r{i}")), None)
+                .await;
+            assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())), "attempt {i}");
+            tokio::time::sleep(pause).await;
+        }
+        (self.connections(), self.requests())
+    }
+}
+
 #[tokio::test]
 async fn plain_http_attempts_reuse_one_kept_alive_connection() {
     let server = scripted(false, None).await;
-    let exec = allow_all();
-    for i in 0..3 {
-        let out = exec
-            .run(&get(server.url.clone()), &attempt(&format!("r{i}")), None)
-            .await;
-        assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())));
-    }
-    assert_eq!((server.connections(), server.requests()), (1, 3));
+    assert_eq!(server.each_ok(3, Duration::ZERO).await, (1, 3));
 }
 
 #[tokio::test]
 async fn a_connection_the_target_closed_while_idle_is_not_used_again() {
     let server = scripted(false, Some(Duration::from_millis(50))).await;
-    let exec = allow_all();
-    for i in 0..2 {
-        let out = exec
-            .run(&get(server.url.clone()), &attempt(&format!("r{i}")), None)
-            .await;
-        assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())), "attempt {i}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!((server.connections(), server.requests()), (2, 2));
+    assert_eq!(server.each_ok(2, Duration::from_millis(200)).await, (2, 2));
 }
 
 #[tokio::test]
 async fn a_connection_the_target_says_to_close_is_not_kept() {
     let server = scripted(true, None).await;
-    let exec = allow_all();
-    for i in 0..2 {
-        let out = exec
-            .run(&get(server.url.clone()), &attempt(&format!("r{i}")), None)
-            .await;
-        assert_eq!(out, Outcome::ok(Some("HTTP 200: ok".into())), "attempt {i}");
-    }
-    assert_eq!((server.connections(), server.requests()), (2, 2));
+    assert_eq!(server.each_ok(2, Duration::ZERO).await, (2, 2));
 }
 
 #[tokio::test]

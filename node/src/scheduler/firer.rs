@@ -98,13 +98,18 @@ const SPREAD_FROM: usize = 64;
 /// a send on loopback costs its sender the receiver's side too (~10-20 µs
 /// on this kind of machine), so one thread gets a thousand requests out in
 /// ~20 ms where two take half that. The firer takes one share; the others
-/// go to tasks that idle workers take up (tokio wakes one when a task is
-/// spawned). Shares are dealt in turn, so each starts with the instant's
-/// earliest-armed attempts.
-fn launch_spread(starts: Vec<StartTask>) {
+/// go to tasks for the other workers to take (the first spawned sits in
+/// this worker's LIFO slot, which others cannot steal, until the next spawn
+/// pushes it to the stealable queue). Shares are dealt in turn, so each
+/// starts with the instant's earliest-armed attempts.
+///
+/// Launching takes time at scale (a write per prepared attempt), so each
+/// start checks the lease deadline, `until`, on its own: a start past it
+/// is aborted rather than risk running beside a successor.
+fn launch_spread(starts: Vec<StartTask>, until: i64, aborted: &mpsc::UnboundedSender<Aborted>) {
     let ways = tokio::runtime::Handle::current().metrics().num_workers();
     if ways < 2 || starts.len() < SPREAD_FROM {
-        starts.into_iter().for_each(StartTask::launch);
+        launch_share(starts, until, aborted);
         return;
     }
     let mut shares: Vec<Vec<StartTask>> = (0..ways)
@@ -115,9 +120,23 @@ fn launch_spread(starts: Vec<StartTask>) {
     }
     let mine = shares.swap_remove(0);
     for share in shares {
-        tokio::spawn(async move { share.into_iter().for_each(StartTask::launch) });
+        let aborted = aborted.clone();
+        tokio::spawn(async move { launch_share(share, until, &aborted) });
     }
-    mine.into_iter().for_each(StartTask::launch);
+    launch_share(mine, until, aborted);
+}
+
+fn launch_share(share: Vec<StartTask>, until: i64, aborted: &mpsc::UnboundedSender<Aborted>) {
+    for start in share {
+        if start.token.is_cancelled() {
+            continue;
+        }
+        if now_us() < until {
+            start.launch();
+        } else {
+            start.abort(aborted);
+        }
+    }
 }
 
 /// Spawns an attempt; a prepared one is polled here once first, which
@@ -130,18 +149,38 @@ fn launch_spread(starts: Vec<StartTask>) {
 /// nothing; the spawned task polls the future again at once, and that poll
 /// registers the task's own waker for the response.
 ///
-/// Unconstrained: tokio's cooperative budget belongs to the polling task,
-/// and the firer's would run out after ~128 sends, leaving the rest to their
-/// tasks again.
+/// Only that first poll is unconstrained: tokio's cooperative budget
+/// belongs to the polling task, and the firer's would run out after ~128
+/// sends, leaving the rest to their tasks again. A panic in it is caught
+/// here, as tokio would have in the attempt's task, so the firer goes on.
 fn spawn_sent(attempt: impl Future<Output = ()> + Send + 'static, sends_at_once: bool) {
-    let mut attempt = Box::pin(tokio::task::unconstrained(attempt));
+    let mut attempt = Box::pin(attempt);
     if sends_at_once {
         let mut cx = Context::from_waker(Waker::noop());
-        if attempt.as_mut().poll(&mut cx).is_ready() {
-            return;
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::pin!(tokio::task::unconstrained(attempt.as_mut())).poll(&mut cx)
+        }));
+        match first {
+            Ok(std::task::Poll::Ready(())) => return,
+            Ok(std::task::Poll::Pending) => {}
+            Err(_) => {
+                tracing::error!("an attempt panicked when it was sent; its result is not recorded");
+                return;
+            }
         }
     }
     tokio::spawn(attempt);
+}
+
+impl StartTask {
+    /// Not started: handed back to the fire loop to requeue.
+    fn abort(self, aborted: &mpsc::UnboundedSender<Aborted>) {
+        let _ = aborted.send(Aborted {
+            uid: self.uid,
+            run_id: self.attempt.run_id,
+            attempt: self.attempt.attempt,
+        });
+    }
 }
 
 /// Launches armed attempts at their instants.
@@ -176,7 +215,7 @@ impl Firer {
             while now_us() < first * 1000 {
                 std::hint::spin_loop();
             }
-            let go = self.lease_valid();
+            let until = self.lease_until();
             let now = now_ms();
             let mut due = Vec::new();
             while let Some(entry) = armed.first_entry() {
@@ -184,21 +223,21 @@ impl Firer {
                     break;
                 }
                 for start in entry.remove() {
-                    if go && !start.token.is_cancelled() {
-                        due.push(start);
-                    } else if !go {
+                    if start.token.is_cancelled() {
+                        continue;
+                    }
+                    match until {
+                        Some(_) => due.push(start),
                         // No quorum contact within the lease: another node may be
                         // taking over, so nothing starts. The main loop requeues;
                         // the term ends if leadership is lost.
-                        let _ = self.aborted.send(Aborted {
-                            uid: start.uid,
-                            run_id: start.attempt.run_id,
-                            attempt: start.attempt.attempt,
-                        });
+                        None => start.abort(&self.aborted),
                     }
                 }
             }
-            launch_spread(due);
+            if let Some(until) = until {
+                launch_spread(due, until, &self.aborted);
+            }
         }
     }
 
@@ -211,17 +250,23 @@ impl Firer {
         voters.next() == Some(self.ctx.identity.id) && voters.next().is_none()
     }
 
-    fn lease_valid(&self) -> bool {
+    /// Until when (µs since the epoch) this term may start attempts: the
+    /// fire lease counted from the last quorum acknowledgement; `None` when
+    /// it has lapsed or the term is over.
+    fn lease_until(&self) -> Option<i64> {
         use openraft::Instant as _;
-        match self.ctx.raft.as_leader() {
-            Ok(l) => {
-                l.leader_id().term == self.term
-                    && (l
-                        .last_quorum_acked()
-                        .is_some_and(|t| t.elapsed() < self.lease)
-                        || self.sole_voter())
-            }
-            Err(_) => false,
+        let l = self.ctx.raft.as_leader().ok()?;
+        if l.leader_id().term != self.term {
+            return None;
+        }
+        let left = l
+            .last_quorum_acked()
+            .and_then(|t| self.lease.checked_sub(t.elapsed()))
+            .filter(|left| !left.is_zero());
+        match left {
+            Some(left) => Some(now_us() + left.as_micros() as i64),
+            None if self.sole_voter() => Some(i64::MAX),
+            None => None,
         }
     }
 }

@@ -20,10 +20,11 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper::client::conn::http1;
@@ -48,10 +49,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// of 4,096, the ephemeral ports ran out in TIME_WAIT and 18 % of the fires
 /// failed to connect). Idle ones still close after [`IDLE_FOR`].
 const MAX_IDLE_PER_TARGET: usize = 1 << 16;
-
-/// Once a response was read to its end, the connection settles at once; a
-/// connection that does not within this is closed, not kept.
-const SETTLE: Duration = Duration::from_secs(1);
 
 /// Where a connection goes: the URL's host (without an IPv6 literal's
 /// brackets) and port.
@@ -90,12 +87,13 @@ pub(super) struct Pool {
     idle: Mutex<Idle>,
     connecting: Arc<Semaphore>,
     policy: Arc<HttpPolicy>,
+    /// Started with the first checkout, where a runtime is at hand.
+    reaper: OnceLock<()>,
 }
 
 struct Idle {
     /// Most recently returned last: a checkout takes the warmest.
     by_target: HashMap<Target, Vec<(TcpStream, Instant)>>,
-    swept: Instant,
 }
 
 /// A send that failed.
@@ -111,21 +109,43 @@ impl Pool {
         Self {
             idle: Mutex::new(Idle {
                 by_target: HashMap::new(),
-                swept: Instant::now(),
             }),
             connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
             policy,
+            reaper: OnceLock::new(),
         }
     }
 
     /// A connection for an attempt being armed: the most recently used idle
-    /// one that is still open, or one opened from now on. `timeout` bounds
-    /// the opening (the attempt's own timeout).
-    pub fn checkout(self: &Arc<Self>, target: &Target, timeout: Duration) -> Conn {
+    /// one that is still open, or one opened from now on.
+    pub fn checkout(self: &Arc<Self>, target: &Target) -> Conn {
+        self.reaper.get_or_init(|| self.spawn_reaper());
         if let Some(stream) = self.take_idle(target) {
             return Conn::Pooled(stream);
         }
-        Conn::Opening(self.open_in_background(target.clone(), timeout))
+        Conn::Opening(self.open_in_background(target.clone()))
+    }
+
+    /// Closes idle connections past [`IDLE_FOR`] every [`SWEEP_EVERY`],
+    /// also when no attempt comes any more; ends with the pool.
+    fn spawn_reaper(self: &Arc<Self>) {
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.sweep();
+            }
+        });
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        for list in idle.by_target.values_mut() {
+            list.retain(|(_, since)| now.duration_since(*since) < IDLE_FOR);
+        }
+        idle.by_target.retain(|_, list| !list.is_empty());
     }
 
     fn take_idle(&self, target: &Target) -> Option<TcpStream> {
@@ -139,32 +159,18 @@ impl Pool {
         None
     }
 
-    fn open_in_background(self: &Arc<Self>, target: Target, timeout: Duration) -> AbortOnDrop {
+    /// Bounded by the attempt's own timeout around its send (a timeout is
+    /// recorded as TimedOut there), and stopped when the attempt is dropped.
+    fn open_in_background(self: &Arc<Self>, target: Target) -> AbortOnDrop {
         let pool = self.clone();
-        AbortOnDrop(tokio::spawn(async move {
-            match tokio::time::timeout(timeout, pool.open(&target)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!(
-                    "{}: no connection within {timeout:?}",
-                    target.authority()
-                )),
-            }
-        }))
+        AbortOnDrop(tokio::spawn(async move { pool.open(&target).await }))
     }
 
     fn checkin(&self, target: Target, stream: TcpStream) {
-        let now = Instant::now();
         let mut idle = self.idle.lock().expect("pool lock");
-        if now.duration_since(idle.swept) >= SWEEP_EVERY {
-            idle.swept = now;
-            for list in idle.by_target.values_mut() {
-                list.retain(|(_, since)| now.duration_since(*since) < IDLE_FOR);
-            }
-            idle.by_target.retain(|_, list| !list.is_empty());
-        }
         let list = idle.by_target.entry(target).or_default();
         if list.len() < MAX_IDLE_PER_TARGET {
-            list.push((stream, now));
+            list.push((stream, Instant::now()));
         }
     }
 
@@ -295,9 +301,11 @@ impl Pool {
                 }
             }
         };
+        // With the response read to its end and `tx` dropped, the connection
+        // ends on its next poll; one that does not is closed, not kept.
         if reusable
             && !conn_ended
-            && let Ok(Ok(parts)) = tokio::time::timeout(SETTLE, conn).await
+            && let Some(Ok(parts)) = conn.now_or_never()
             && parts.read_buf.is_empty()
         {
             self.checkin(target.clone(), parts.io.into_inner());

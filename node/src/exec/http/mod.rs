@@ -18,8 +18,8 @@
 //! 3xx fails unless listed in `successCodes`) and proxies are not used,
 //! because either would reach a host the check never saw. Both paths send
 //! the same request: the action's method, headers and body, the
-//! `Raftcron-*` headers, `User-Agent: raftcron/<version>` and
-//! `Accept: */*`.
+//! `Raftcron-*` headers, and `User-Agent: raftcron/<version>` and
+//! `Accept: */*` unless the action sets its own.
 
 mod answer;
 mod conn;
@@ -112,17 +112,15 @@ impl HttpExecutor {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        headers.insert(
-            http::header::HOST,
-            HeaderValue::from_str(&host_header).ok()?,
-        );
-        headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(USER_AGENT),
-        );
-        if !headers.contains_key(http::header::ACCEPT) {
-            headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
-        }
+        // The user's own values win, as with reqwest.
+        let host_header = HeaderValue::from_str(&host_header).ok()?;
+        headers.entry(http::header::HOST).or_insert(host_header);
+        headers
+            .entry(http::header::USER_AGENT)
+            .or_insert(HeaderValue::from_static(USER_AGENT));
+        headers
+            .entry(http::header::ACCEPT)
+            .or_insert(HeaderValue::from_static("*/*"));
         let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
         let body = action.body.clone().map(Bytes::from).unwrap_or_default();
         let mut request = http::Request::builder()
@@ -138,7 +136,7 @@ impl HttpExecutor {
                 .to_string(),
             port,
         };
-        let conn = self.pool.checkout(&target, attempt.timeout);
+        let conn = self.pool.checkout(&target);
         Some(PreparedHttp {
             target,
             conn,
