@@ -103,13 +103,20 @@ const SPREAD_FROM: usize = 64;
 /// pushes it to the stealable queue). Shares are dealt in turn, so each
 /// starts with the instant's earliest-armed attempts.
 ///
-/// Launching takes time at scale (a write per prepared attempt), so each
-/// start checks the lease deadline, `until`, on its own: a start past it
-/// is aborted rather than risk running beside a successor.
-fn launch_spread(starts: Vec<StartTask>, until: i64, aborted: &mpsc::UnboundedSender<Aborted>) {
+/// Launching takes time at scale (a write per prepared attempt; 10,000
+/// take longer than the lease), so a share that reaches the lease's
+/// deadline reads the lease again, which heartbeats keep renewing, and
+/// aborts what is left only once it has lapsed: no start risks running
+/// beside a successor.
+fn launch_spread(
+    starts: Vec<StartTask>,
+    until: i64,
+    lease: &LeaseCheck,
+    aborted: &mpsc::UnboundedSender<Aborted>,
+) {
     let ways = tokio::runtime::Handle::current().metrics().num_workers();
     if ways < 2 || starts.len() < SPREAD_FROM {
-        launch_share(starts, until, aborted);
+        launch_share(starts, Some(until), lease, aborted);
         return;
     }
     let mut shares: Vec<Vec<StartTask>> = (0..ways)
@@ -120,18 +127,26 @@ fn launch_spread(starts: Vec<StartTask>, until: i64, aborted: &mpsc::UnboundedSe
     }
     let mine = shares.swap_remove(0);
     for share in shares {
-        let aborted = aborted.clone();
-        tokio::spawn(async move { launch_share(share, until, &aborted) });
+        let (lease, aborted) = (lease.clone(), aborted.clone());
+        tokio::spawn(async move { launch_share(share, Some(until), &lease, &aborted) });
     }
-    launch_share(mine, until, aborted);
+    launch_share(mine, Some(until), lease, aborted);
 }
 
-fn launch_share(share: Vec<StartTask>, until: i64, aborted: &mpsc::UnboundedSender<Aborted>) {
+fn launch_share(
+    share: Vec<StartTask>,
+    mut until: Option<i64>,
+    lease: &LeaseCheck,
+    aborted: &mpsc::UnboundedSender<Aborted>,
+) {
     for start in share {
         if start.token.is_cancelled() {
             continue;
         }
-        if now_us() < until {
+        if until.is_some_and(|u| now_us() >= u) {
+            until = lease.until();
+        }
+        if until.is_some() {
             start.launch();
         } else {
             start.abort(aborted);
@@ -215,7 +230,12 @@ impl Firer {
             while now_us() < first * 1000 {
                 std::hint::spin_loop();
             }
-            let until = self.lease_until();
+            let lease = LeaseCheck {
+                ctx: self.ctx.clone(),
+                term: self.term,
+                lease: self.lease,
+            };
+            let until = lease.until();
             let now = now_ms();
             let mut due = Vec::new();
             while let Some(entry) = armed.first_entry() {
@@ -236,24 +256,25 @@ impl Firer {
                 }
             }
             if let Some(until) = until {
-                launch_spread(due, until, &self.aborted);
+                launch_spread(due, until, &lease, &self.aborted);
             }
         }
     }
+}
 
-    /// openraft refreshes the quorum-acknowledged time only when a follower
-    /// answers, so a one-voter cluster's lease would lapse right after its
-    /// election; with no other voter, no other leader can exist.
-    fn sole_voter(&self) -> bool {
-        let m = crate::raft::metrics(&self.ctx.raft);
-        let mut voters = m.membership_config.membership().voter_ids();
-        voters.next() == Some(self.ctx.identity.id) && voters.next().is_none()
-    }
+/// The fire lease of one term, read from openraft's leader state.
+#[derive(Clone)]
+struct LeaseCheck {
+    ctx: Arc<NodeCtx>,
+    term: u64,
+    lease: Duration,
+}
 
+impl LeaseCheck {
     /// Until when (µs since the epoch) this term may start attempts: the
     /// fire lease counted from the last quorum acknowledgement; `None` when
     /// it has lapsed or the term is over.
-    fn lease_until(&self) -> Option<i64> {
+    fn until(&self) -> Option<i64> {
         use openraft::Instant as _;
         let l = self.ctx.raft.as_leader().ok()?;
         if l.leader_id().term != self.term {
@@ -268,6 +289,15 @@ impl Firer {
             None if self.sole_voter() => Some(i64::MAX),
             None => None,
         }
+    }
+
+    /// openraft refreshes the quorum-acknowledged time only when a follower
+    /// answers, so a one-voter cluster's lease would lapse right after its
+    /// election; with no other voter, no other leader can exist.
+    fn sole_voter(&self) -> bool {
+        let m = crate::raft::metrics(&self.ctx.raft);
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(self.ctx.identity.id) && voters.next().is_none()
     }
 }
 

@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt as _;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper::client::conn::http1;
@@ -42,6 +41,10 @@ const IDLE_FOR: Duration = Duration::from_secs(90);
 
 /// Idle connections past their time are looked for this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Once a response was read to its end the connection settles at once, but
+/// not always on the very next poll under load.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// At most this many idle connections are kept per target: as many as a
 /// target can be sent at one instant, or each instant would close the
@@ -302,10 +305,11 @@ impl Pool {
             }
         };
         // With the response read to its end and `tx` dropped, the connection
-        // ends on its next poll; one that does not is closed, not kept.
+        // ends on its next poll; one that does not within SETTLE is closed,
+        // not kept.
         if reusable
             && !conn_ended
-            && let Some(Ok(parts)) = conn.now_or_never()
+            && let Ok(Ok(parts)) = tokio::time::timeout(SETTLE, conn).await
             && parts.read_buf.is_empty()
         {
             self.checkin(target.clone(), parts.io.into_inner());
