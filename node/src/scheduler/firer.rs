@@ -135,21 +135,42 @@ fn launch_spread(
 
 fn launch_share(
     share: Vec<StartTask>,
-    mut until: Option<i64>,
+    until: Option<i64>,
     lease: &LeaseCheck,
     aborted: &mpsc::UnboundedSender<Aborted>,
 ) {
-    for start in share {
-        if start.token.is_cancelled() {
-            continue;
+    within_lease(
+        share,
+        until,
+        || lease.until(),
+        now_us,
+        |start| {
+            if !start.token.is_cancelled() {
+                start.launch()
+            }
+        },
+        |start| start.abort(aborted),
+    );
+}
+
+/// Hands each item to `go` while the lease holds, reading it again
+/// (`reread`) whenever its deadline `until` is reached, and every item from
+/// the first one found past a lapsed lease on to `stop`.
+fn within_lease<T>(
+    items: Vec<T>,
+    mut until: Option<i64>,
+    reread: impl Fn() -> Option<i64>,
+    now: impl Fn() -> i64,
+    mut go: impl FnMut(T),
+    mut stop: impl FnMut(T),
+) {
+    for item in items {
+        if until.is_some_and(|u| now() >= u) {
+            until = reread();
         }
-        if until.is_some_and(|u| now_us() >= u) {
-            until = lease.until();
-        }
-        if until.is_some() {
-            start.launch();
-        } else {
-            start.abort(aborted);
+        match until {
+            Some(_) => go(item),
+            None => stop(item),
         }
     }
 }
@@ -332,4 +353,42 @@ pub(super) struct Aborted {
     pub uid: String,
     pub run_id: String,
     pub attempt: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::within_lease;
+
+    /// Five starts, the clock moving 10 µs per look; the lease's deadline
+    /// at 25 µs. Returns (started, aborted).
+    fn share(reread: impl Fn() -> Option<i64>) -> (Vec<u32>, Vec<u32>) {
+        let clock = Cell::new(0);
+        let now = || {
+            let t = clock.get();
+            clock.set(t + 10);
+            t
+        };
+        let (mut went, mut stopped) = (vec![], vec![]);
+        within_lease(
+            (0..5).collect(),
+            Some(25),
+            reread,
+            now,
+            |i| went.push(i),
+            |i| stopped.push(i),
+        );
+        (went, stopped)
+    }
+
+    #[test]
+    fn starts_past_a_lapsed_lease_are_aborted_not_launched() {
+        assert_eq!(share(|| None), (vec![0, 1, 2], vec![3, 4]));
+    }
+
+    #[test]
+    fn a_lease_renewed_meanwhile_lets_the_share_go_on() {
+        assert_eq!(share(|| Some(1_000)), (vec![0, 1, 2, 3, 4], vec![]));
+    }
 }
