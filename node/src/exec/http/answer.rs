@@ -1,11 +1,14 @@
-//! What both HTTP paths share: the limits, reading the start of a
-//! response body, and error messages.
+//! What both HTTP paths share: the limits, resolving a name through the
+//! deny list, reading the start of a response body, and error messages.
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use std::error::Error as StdError;
+use std::io;
+use std::net::SocketAddr;
 
 use crate::exec::MAX_MESSAGE;
+use crate::exec::policy::HttpPolicy;
 
 /// At most this much of a response body is read, for the message snippet.
 pub(super) const BODY_SNIPPET: usize = 4096;
@@ -104,3 +107,36 @@ impl std::fmt::Display for Denied {
 }
 
 impl StdError for Denied {}
+
+/// Why a target's host gave no address to connect to.
+pub(super) enum Unresolved {
+    Lookup(io::Error),
+    NoAddresses,
+    Denied(Denied),
+}
+
+/// The addresses of `host` through the system resolver, every one allowed
+/// by the deny list: a name that mixes allowed and denied addresses is
+/// refused rather than filtered, as it is either misconfigured or a probe.
+pub(super) async fn resolve_allowed(
+    policy: &HttpPolicy,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Unresolved> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(Unresolved::Lookup)?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Unresolved::NoAddresses);
+    }
+    for a in &addrs {
+        if let Err(why) = policy.check(&a.ip()) {
+            return Err(Unresolved::Denied(Denied {
+                host: host.to_string(),
+                why,
+            }));
+        }
+    }
+    Ok(addrs)
+}

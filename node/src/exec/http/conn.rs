@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -32,7 +31,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::answer::{Denied, MAX_CONNECTING, Snippet, error_chain, read_snippet};
+use super::answer::{
+    MAX_CONNECTING, Snippet, Unresolved, error_chain, read_snippet, resolve_allowed,
+};
 use crate::exec::policy::HttpPolicy;
 
 /// An idle connection unused this long is closed (reqwest's default too). A
@@ -87,16 +88,12 @@ impl Drop for AbortOnDrop {
 /// Idle keep-alive connections by target, and the limit on connections
 /// being opened at once (see [`MAX_CONNECTING`]).
 pub(super) struct Pool {
-    idle: Mutex<Idle>,
+    /// Most recently returned last: a checkout takes the warmest.
+    idle: Mutex<HashMap<Target, Vec<(TcpStream, Instant)>>>,
     connecting: Arc<Semaphore>,
     policy: Arc<HttpPolicy>,
     /// Started with the first checkout, where a runtime is at hand.
     reaper: OnceLock<()>,
-}
-
-struct Idle {
-    /// Most recently returned last: a checkout takes the warmest.
-    by_target: HashMap<Target, Vec<(TcpStream, Instant)>>,
 }
 
 /// A send that failed.
@@ -110,9 +107,7 @@ enum Failure {
 impl Pool {
     pub fn new(policy: Arc<HttpPolicy>) -> Self {
         Self {
-            idle: Mutex::new(Idle {
-                by_target: HashMap::new(),
-            }),
+            idle: Mutex::default(),
             connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
             policy,
             reaper: OnceLock::new(),
@@ -145,15 +140,15 @@ impl Pool {
     fn sweep(&self) {
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("pool lock");
-        for list in idle.by_target.values_mut() {
+        for list in idle.values_mut() {
             list.retain(|(_, since)| now.duration_since(*since) < IDLE_FOR);
         }
-        idle.by_target.retain(|_, list| !list.is_empty());
+        idle.retain(|_, list| !list.is_empty());
     }
 
     fn take_idle(&self, target: &Target) -> Option<TcpStream> {
         let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.by_target.get_mut(target)?;
+        let list = idle.get_mut(target)?;
         while let Some((stream, since)) = list.pop() {
             if since.elapsed() < IDLE_FOR && still_open(&stream) {
                 return Some(stream);
@@ -171,46 +166,32 @@ impl Pool {
 
     fn checkin(&self, target: Target, stream: TcpStream) {
         let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.by_target.entry(target).or_default();
+        let list = idle.entry(target).or_default();
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push((stream, Instant::now()));
         }
     }
 
-    /// Resolves the target (every address must pass the deny list, as with
-    /// reqwest's resolver hook in mod.rs) and connects to the first address
-    /// that answers.
+    /// Resolves the target (every address must pass the deny list, as on
+    /// reqwest's path; an IP literal resolves to itself without DNS) and
+    /// connects to the first address that answers.
     async fn open(&self, target: &Target) -> Result<TcpStream, String> {
         let _permit = self
             .connecting
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-            Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
-                .await
-                .map_err(|e| {
-                    format!(
-                        "{}: cannot resolve {}: {e}",
-                        target.authority(),
-                        target.host
-                    )
-                })?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(format!("{} has no addresses", target.host));
-        }
-        for a in &addrs {
-            if let Err(why) = self.policy.check(&a.ip()) {
-                let denied = Denied {
-                    host: target.host.clone(),
-                    why,
-                };
-                return Err(denied.to_string());
-            }
-        }
+        let addrs = resolve_allowed(&self.policy, &target.host, target.port)
+            .await
+            .map_err(|why| match why {
+                Unresolved::Lookup(e) => format!(
+                    "{}: cannot resolve {}: {e}",
+                    target.authority(),
+                    target.host
+                ),
+                Unresolved::NoAddresses => format!("{} has no addresses", target.host),
+                Unresolved::Denied(denied) => denied.to_string(),
+            })?;
         let mut last: Option<io::Error> = None;
         for a in addrs {
             match TcpStream::connect(a).await {

@@ -25,7 +25,7 @@ mod answer;
 mod conn;
 
 use std::error::Error as StdError;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,7 +39,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::policy::HttpPolicy;
 use super::{Attempt, Outcome, SecretResolver, truncate};
-use answer::{Denied, MAX_CONNECTING, error_chain, read_snippet};
+use answer::{Denied, MAX_CONNECTING, Unresolved, error_chain, read_snippet, resolve_allowed};
 
 const USER_AGENT: &str = concat!("raftcron/", env!("CARGO_PKG_VERSION"));
 
@@ -332,9 +332,7 @@ fn send_error(e: reqwest::Error, authority: &str) -> String {
     format!("{authority}: {}", error_chain(&e))
 }
 
-/// DNS through the system resolver, refusing a name when any of its
-/// addresses is denied: a name that mixes allowed and denied addresses is
-/// refused rather than filtered, as it is either misconfigured or a probe.
+/// DNS for reqwest through [`resolve_allowed`].
 struct PolicyResolver {
     policy: Arc<HttpPolicy>,
 }
@@ -344,20 +342,12 @@ impl Resolve for PolicyResolver {
         let host = name.as_str().to_string();
         let policy = self.policy.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.is_empty() {
-                return Err(format!("{host} has no addresses").into());
+            match resolve_allowed(&policy, &host, 0).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
+                Err(Unresolved::Lookup(e)) => Err(Box::new(e) as Box<dyn StdError + Send + Sync>),
+                Err(Unresolved::NoAddresses) => Err(format!("{host} has no addresses").into()),
+                Err(Unresolved::Denied(denied)) => Err(Box::new(denied) as _),
             }
-            for a in &addrs {
-                if let Err(why) = policy.check(&a.ip()) {
-                    return Err(Box::new(Denied {
-                        host: host.clone(),
-                        why,
-                    }) as Box<dyn StdError + Send + Sync>);
-                }
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
 }
