@@ -89,6 +89,15 @@ impl StartTask {
         };
         spawn_sent(attempt, sends_at_once);
     }
+
+    /// Not started: handed back to the fire loop to requeue.
+    fn abort(self, aborted: &mpsc::UnboundedSender<Aborted>) {
+        let _ = aborted.send(Aborted {
+            uid: self.uid,
+            run_id: self.attempt.run_id,
+            attempt: self.attempt.attempt,
+        });
+    }
 }
 
 /// Instants with fewer starts than this are launched by the firer alone.
@@ -110,13 +119,13 @@ const SPREAD_FROM: usize = 64;
 /// beside a successor.
 fn launch_spread(
     starts: Vec<StartTask>,
-    until: i64,
+    until: Option<i64>,
     lease: &LeaseCheck,
     aborted: &mpsc::UnboundedSender<Aborted>,
 ) {
     let ways = tokio::runtime::Handle::current().metrics().num_workers();
-    if ways < 2 || starts.len() < SPREAD_FROM {
-        launch_share(starts, Some(until), lease, aborted);
+    if ways < 2 || starts.len() < SPREAD_FROM || until.is_none() {
+        launch_share(starts, until, lease, aborted);
         return;
     }
     let mut shares: Vec<Vec<StartTask>> = (0..ways)
@@ -128,11 +137,13 @@ fn launch_spread(
     let mine = shares.swap_remove(0);
     for share in shares {
         let (lease, aborted) = (lease.clone(), aborted.clone());
-        tokio::spawn(async move { launch_share(share, Some(until), &lease, &aborted) });
+        tokio::spawn(async move { launch_share(share, until, &lease, &aborted) });
     }
-    launch_share(mine, Some(until), lease, aborted);
+    launch_share(mine, until, lease, aborted);
 }
 
+/// A start cancelled meanwhile (replaced, deleted) is neither launched nor
+/// handed back.
 fn launch_share(
     share: Vec<StartTask>,
     until: Option<i64>,
@@ -149,7 +160,11 @@ fn launch_share(
                 start.launch()
             }
         },
-        |start| start.abort(aborted),
+        |start| {
+            if !start.token.is_cancelled() {
+                start.abort(aborted)
+            }
+        },
     );
 }
 
@@ -208,17 +223,6 @@ fn spawn_sent(attempt: impl Future<Output = ()> + Send + 'static, sends_at_once:
     tokio::spawn(attempt);
 }
 
-impl StartTask {
-    /// Not started: handed back to the fire loop to requeue.
-    fn abort(self, aborted: &mpsc::UnboundedSender<Aborted>) {
-        let _ = aborted.send(Aborted {
-            uid: self.uid,
-            run_id: self.attempt.run_id,
-            attempt: self.attempt.attempt,
-        });
-    }
-}
-
 /// Launches armed attempts at their instants.
 pub(super) struct Firer {
     pub ctx: Arc<NodeCtx>,
@@ -256,6 +260,9 @@ impl Firer {
                 term: self.term,
                 lease: self.lease,
             };
+            // With no quorum contact within the lease another node may be
+            // taking over, so nothing starts: the main loop requeues, and the
+            // term ends if leadership is lost.
             let until = lease.until();
             let now = now_ms();
             let mut due = Vec::new();
@@ -263,22 +270,9 @@ impl Firer {
                 if *entry.key() > now {
                     break;
                 }
-                for start in entry.remove() {
-                    if start.token.is_cancelled() {
-                        continue;
-                    }
-                    match until {
-                        Some(_) => due.push(start),
-                        // No quorum contact within the lease: another node may be
-                        // taking over, so nothing starts. The main loop requeues;
-                        // the term ends if leadership is lost.
-                        None => start.abort(&self.aborted),
-                    }
-                }
+                due.extend(entry.remove());
             }
-            if let Some(until) = until {
-                launch_spread(due, until, &lease, &self.aborted);
-            }
+            launch_spread(due, until, &lease, &self.aborted);
         }
     }
 }
