@@ -92,7 +92,10 @@ impl Identity {
                 f
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if dir.join("raft-log").exists() || dir.join("snapshot.redb").exists() {
+                if ["raft-log", "snapshot.bin", "snapshot.redb"]
+                    .iter()
+                    .any(|f| dir.join(f).exists())
+                {
                     return Err(IdentityError::MissingIdentity {
                         dir: dir.to_path_buf(),
                     });

@@ -3,7 +3,7 @@
 //! tasks; nothing here is imported back by them.
 //!
 //! ```text
-//!  data dir ─► Identity ─► LogStore (raft-log) + StateMachineStore (redb) ─► openraft::Raft
+//!  data dir ─► Identity ─► LogStore (raft-log) + StateMachineStore (snapshot.bin) ─► openraft::Raft
 //!                                                                              │
 //!   gRPC listener ◄── RaftService (peers) + Scheduler API (clients) ◄──────────┤
 //!   HTTP listener ◄── /metrics /healthz /readyz /v1/*  ◄────────────────────────┤
@@ -88,11 +88,8 @@ impl Node {
 
         let consensus = ConsensusRuntime::new(config.id).map_err(StartError::Storage)?;
         let log = LogStore::open(&config.data_dir.join("raft-log")).map_err(StartError::Storage)?;
-        let sm = StateMachineStore::open(
-            &config.data_dir.join("snapshot.redb"),
-            ChangeFeed::default(),
-        )
-        .map_err(StartError::Storage)?;
+        let sm = StateMachineStore::open(&config.data_dir, ChangeFeed::default())
+            .map_err(StartError::Storage)?;
         let raft_config = Arc::new(config.timing.config()?);
         let network = Network::new(identity.clone(), dialer.clone());
         let (id, raft_log, raft_sm) = (config.id, log.clone(), sm.clone());
@@ -168,6 +165,7 @@ async fn serve_grpc(
         ctx.raft.clone(),
         ctx.identity.clone(),
         ctx.log.clone(),
+        ctx.sm.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE);

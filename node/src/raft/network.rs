@@ -330,25 +330,22 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse, StreamingError> {
         let header = wire::encode(&(&vote, &snapshot.meta))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let mut chunks = vec![SnapshotChunk {
+        let first = SnapshotChunk {
             envelope: Some(self.envelope(header)),
             data: Vec::new(),
-        }];
-        chunks.extend(
-            snapshot
-                .snapshot
-                .chunks(SNAPSHOT_CHUNK)
-                .map(|d| SnapshotChunk {
-                    envelope: None,
-                    data: d.to_vec(),
-                }),
-        );
+        };
+        let n_chunks = snapshot.snapshot.data_len().div_ceil(SNAPSHOT_CHUNK as u64) + 1;
+        let reader = snapshot
+            .snapshot
+            .data_reader()
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let mut client = self
             .client()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         // The whole transfer shares one deadline, scaled for its size.
-        let timeout = option.soft_ttl() + Duration::from_millis(50 * chunks.len() as u64);
-        let mut request = tonic::Request::new(futures::stream::iter(chunks));
+        let timeout = option.soft_ttl() + Duration::from_millis(50 * n_chunks);
+        let chunks = futures::stream::once(async { first }).chain(file_chunks(reader));
+        let mut request = tonic::Request::new(chunks);
         request.set_timeout(timeout);
         let send = client.install_snapshot(request);
         let reply = tokio::select! {
@@ -368,4 +365,42 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
     }
+}
+
+/// The snapshot's data as chunks, each read off the async workers (the
+/// file may not be in the page cache, and these workers carry heartbeats).
+/// A read error ends the stream early; the receiver then refuses the
+/// truncated snapshot when it decodes it.
+fn file_chunks(
+    reader: impl std::io::Read + Send + 'static,
+) -> impl Stream<Item = SnapshotChunk> + Send + 'static {
+    futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let (reader, data) = tokio::task::spawn_blocking(move || {
+            let mut data = Vec::with_capacity(SNAPSHOT_CHUNK);
+            use std::io::Read;
+            let read = (&mut reader)
+                .take(SNAPSHOT_CHUNK as u64)
+                .read_to_end(&mut data);
+            match read {
+                Ok(_) => (Some(reader), data),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the snapshot to send stopped");
+                    (None, Vec::new())
+                }
+            }
+        })
+        .await
+        .ok()?;
+        if data.is_empty() {
+            return None;
+        }
+        Some((
+            SnapshotChunk {
+                envelope: None,
+                data,
+            },
+            reader,
+        ))
+    })
 }

@@ -11,24 +11,33 @@ use crate::pb::raft::raft_service_server::RaftService;
 use crate::pb::raft::{Envelope, NodeInfoReply, NodeInfoRequest, Reply, SnapshotChunk};
 use crate::raft::types::*;
 use crate::raft::wire;
-use crate::store::LogStore;
+use crate::store::{LogStore, StateMachineStore};
 
 /// Largest snapshot accepted from a peer; beyond it the stream is refused
 /// rather than buffered without bound.
-const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
 
+#[derive(Clone)]
 pub struct RaftGrpc {
     raft: Raft,
     identity: Arc<Identity>,
     log: LogStore,
+    /// Where a snapshot from the leader is written as it arrives.
+    sm: StateMachineStore,
+}
+
+/// A local disk error while taking a snapshot in; the leader retries.
+fn storage_status(e: std::io::Error) -> Status {
+    Status::unavailable(format!("cannot store the snapshot: {e}"))
 }
 
 impl RaftGrpc {
-    pub fn new(raft: Raft, identity: Arc<Identity>, log: LogStore) -> Self {
+    pub fn new(raft: Raft, identity: Arc<Identity>, log: LogStore, sm: StateMachineStore) -> Self {
         Self {
             raft,
             identity,
             log,
+            sm,
         }
     }
 
@@ -105,11 +114,7 @@ impl RaftService for RaftGrpc {
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<AppendEntriesRequest>(64);
         let (err_tx, err_rx) = tokio::sync::oneshot::channel::<Status>();
-        let check = RaftGrpc {
-            raft: self.raft.clone(),
-            identity: self.identity.clone(),
-            log: self.log.clone(),
-        };
+        let check = self.clone();
         // Requests are checked and decoded here; the first bad one ends the
         // stream with its error after the replies to the good ones.
         tokio::spawn(async move {
@@ -159,21 +164,35 @@ impl RaftService for RaftGrpc {
             .envelope
             .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no envelope"))?;
         let (vote, meta): (Vote, SnapshotMeta) = self.decode(&env)?;
+        let snapshots = self.sm.snapshots();
+        let mut file = snapshots.receive(&meta).map_err(storage_status)?;
         let mut data = first.data;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+        loop {
+            if file.written() + data.len() as u64 > MAX_SNAPSHOT_BYTES {
                 return Err(Status::resource_exhausted("snapshot larger than 4 GiB"));
             }
-            data.extend_from_slice(&chunk.data);
+            file.write_data(&data).map_err(storage_status)?;
+            match stream.next().await {
+                Some(chunk) => data = chunk?.data,
+                None => break,
+            }
         }
-        // Decode before handing it to openraft, which panics on an
+        // Decoded before it is handed to openraft, which panics on an
         // inconsistent snapshot; a malformed one is refused here instead.
-        crate::store::StateMachineStore::decode(&data)
-            .map_err(|e| Status::invalid_argument(format!("malformed snapshot: {e}")))?;
+        let sm = self.sm.clone();
+        let checked = tokio::task::spawn_blocking(move || sm.snapshots().received(file))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let file = checked.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                Status::invalid_argument(format!("malformed snapshot: {e}"))
+            } else {
+                storage_status(e)
+            }
+        })?;
         let snapshot = Snapshot {
             meta,
-            snapshot: data,
+            snapshot: file,
         };
         reply(
             self.raft

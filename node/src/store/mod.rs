@@ -1,12 +1,15 @@
 //! Durable storage: the Raft log on raft-log, the state machine's snapshots
-//! on redb, and the change feed from the state machine to its readers.
+//! in a file of the data dir, and the change feed from the state machine to
+//! its readers.
 
 pub mod feed;
 pub mod log_store;
 pub mod sm_store;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use feed::ChangeFeed;
 pub use log_store::LogStore;
-pub use sm_store::{SmData, StateMachineStore};
+pub use sm_store::StateMachineStore;
+pub use snapshot::SmData;

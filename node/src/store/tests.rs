@@ -21,14 +21,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
         let err = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Read, e);
         let dir = tempfile::tempdir().map_err(err)?;
         let log = LogStore::open(&dir.path().join("raft-log")).map_err(err)?;
-        let sm = StateMachineStore::open(&dir.path().join("snapshot.redb"), ChangeFeed::default())
-            .map_err(err)?;
+        let sm = StateMachineStore::open(dir.path(), ChangeFeed::default()).map_err(err)?;
         Ok((dir, log, sm))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openraft_storage_suite_passes_on_raft_log_and_redb() {
+async fn openraft_storage_suite_passes_on_raft_log_and_snapshot_files() {
     Suite::test_all(Builder).await.unwrap();
 }
 
@@ -102,18 +101,18 @@ async fn a_log_whose_tail_fails_its_checksum_is_refused_with_a_clear_error() {
 }
 
 #[tokio::test]
-async fn a_snapshot_is_kept_in_redb_across_reopening() {
+async fn a_snapshot_is_kept_across_reopening() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("snapshot.redb");
+    let path = dir.path();
     let built = {
-        let mut sm = StateMachineStore::open(&path, ChangeFeed::default()).unwrap();
+        let mut sm = StateMachineStore::open(path, ChangeFeed::default()).unwrap();
         let stream = futures::stream::iter(vec![Ok((entry(1, 1), None)), Ok((entry(1, 2), None))]);
         sm.apply(stream).await.unwrap();
         let mut b = sm.get_snapshot_builder().await;
         b.build_snapshot().await.unwrap()
     };
-    let mut sm = StateMachineStore::open(&path, ChangeFeed::default()).unwrap();
+    let mut sm = StateMachineStore::open(path, ChangeFeed::default()).unwrap();
     let current = sm
         .get_current_snapshot()
         .await
@@ -131,4 +130,138 @@ async fn a_snapshot_is_kept_in_redb_across_reopening() {
 fn garbage_snapshot_bytes_are_an_error_not_a_panic() {
     assert!(StateMachineStore::decode(b"\x01\x02garbage").is_err());
     assert!(StateMachineStore::decode(&[]).is_err());
+}
+
+/// A store with entries 1..=n applied, and the snapshot built from them.
+async fn built_snapshot(
+    dir: &std::path::Path,
+    n: u64,
+) -> (StateMachineStore, crate::raft::types::Snapshot) {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    let mut sm = StateMachineStore::open(dir, ChangeFeed::default()).unwrap();
+    let stream = futures::stream::iter((1..=n).map(|i| Ok((entry(1, i), None))));
+    sm.apply(stream).await.unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    (sm, snap)
+}
+
+#[tokio::test]
+async fn an_older_snapshot_never_replaces_a_newer_one() {
+    use openraft::storage::RaftStateMachine;
+    let (newer_dir, older_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, newer) = built_snapshot(newer_dir.path(), 5).await;
+    let (_, older) = built_snapshot(older_dir.path(), 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachineStore::open(dir.path(), ChangeFeed::default()).unwrap();
+    sm.install_snapshot(&newer.meta, newer.snapshot)
+        .await
+        .unwrap();
+    // A build that began before the newer one was installed, finishing after it.
+    sm.snapshots()
+        .write(&older.meta, &SmData::default())
+        .unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, newer.meta);
+    let reopened = StateMachineStore::open(dir.path(), ChangeFeed::default()).unwrap();
+    assert_eq!(reopened.snapshots().stored_meta(), Some(newer.meta));
+}
+
+#[tokio::test]
+async fn a_snapshot_file_that_fails_its_checksum_is_refused() {
+    use openraft::storage::RaftStateMachine;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, snap) = built_snapshot(dir.path(), 3).await;
+    drop(snap);
+    let path = dir.path().join("snapshot.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 8; // inside the data part
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut sm = StateMachineStore::open(dir.path(), ChangeFeed::default()).unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    let err = sm
+        .install_snapshot(&current.meta.clone(), current.snapshot)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fails its checksum"), "{err}");
+}
+
+#[tokio::test]
+async fn a_received_snapshot_is_checked_and_a_malformed_one_leaves_no_file() {
+    use openraft::storage::RaftStateMachine;
+    let src = tempfile::tempdir().unwrap();
+    let (_, snap) = built_snapshot(src.path(), 4).await;
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut snap.snapshot.data_reader().unwrap(), &mut data).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachineStore::open(dir.path(), ChangeFeed::default()).unwrap();
+    let mut w = sm.snapshots().receive(&snap.meta).unwrap();
+    w.write_data(&data[..data.len() / 2]).unwrap();
+    let err = sm.snapshots().received(w).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    let files = || {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(files().is_empty(), "{:?}", files());
+
+    let mut w = sm.snapshots().receive(&snap.meta).unwrap();
+    for part in data.chunks(7) {
+        w.write_data(part).unwrap();
+    }
+    let file = sm.snapshots().received(w).unwrap();
+    sm.install_snapshot(&snap.meta, file).await.unwrap();
+    assert_eq!(files(), ["snapshot.bin"]);
+    assert_eq!(sm.read().state.cluster_id.as_deref(), Some("c1"));
+    assert_eq!(sm.read().last_applied.map(|l| l.index), Some(4));
+    let reopened = StateMachineStore::open(dir.path(), ChangeFeed::default()).unwrap();
+    assert_eq!(reopened.snapshots().stored_meta(), Some(snap.meta));
+}
+
+#[tokio::test]
+async fn a_snapshot_kept_in_redb_by_an_older_version_is_converted() {
+    use openraft::storage::RaftStateMachine;
+    use redb::{Database, TableDefinition};
+    let src = tempfile::tempdir().unwrap();
+    let (_, snap) = built_snapshot(src.path(), 6).await;
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut snap.snapshot.data_reader().unwrap(), &mut data).unwrap();
+
+    // What the older version wrote: meta and data as two values of one table.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::create(dir.path().join("snapshot.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx
+                .open_table(TableDefinition::<&str, &[u8]>::new("snapshot"))
+                .unwrap();
+            t.insert(
+                "meta",
+                rmp_serde::to_vec_named(&snap.meta).unwrap().as_slice(),
+            )
+            .unwrap();
+            t.insert("data", data.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let mut sm = StateMachineStore::open(dir.path(), ChangeFeed::default()).unwrap();
+    assert!(!dir.path().join("snapshot.redb").exists());
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snap.meta);
+    sm.install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(sm.read().state.cluster_id.as_deref(), Some("c1"));
+    assert_eq!(sm.read().last_applied.map(|l| l.index), Some(6));
 }
