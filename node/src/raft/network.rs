@@ -27,6 +27,7 @@ use crate::pb::raft::raft_service_client::RaftServiceClient;
 use crate::pb::raft::{Envelope, SnapshotChunk};
 use crate::raft::types::*;
 use crate::raft::wire;
+use crate::store::snapshot::{Snapshot, SnapshotData};
 
 /// Bytes of snapshot data per streamed chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;

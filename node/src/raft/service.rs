@@ -11,6 +11,7 @@ use crate::pb::raft::raft_service_server::RaftService;
 use crate::pb::raft::{Envelope, NodeInfoReply, NodeInfoRequest, Reply, SnapshotChunk};
 use crate::raft::types::*;
 use crate::raft::wire;
+use crate::store::snapshot::Snapshot;
 use crate::store::{LogStore, StateMachineStore};
 
 /// Largest snapshot accepted from a peer; beyond it the stream is refused

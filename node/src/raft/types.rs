@@ -47,9 +47,6 @@ pub type EntryPayload = openraft::EntryPayload<Command, NodeId, Member>;
 pub type StoredMembership = openraft::StoredMembership<LeaderId, NodeId, Member>;
 pub type Membership = openraft::Membership<NodeId, Member>;
 pub type SnapshotMeta = openraft::SnapshotMeta<LeaderId, NodeId, Member>;
-pub type Snapshot = openraft::Snapshot<LeaderId, NodeId, Member, SnapshotData>;
-/// A snapshot file, read and written as a stream.
-pub type SnapshotData = crate::store::snapshot::SnapshotFile;
 pub type LogState = openraft::LogState<TypeConfig>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 /// A watch of [`RaftMetrics`] (`Raft::metrics()`).

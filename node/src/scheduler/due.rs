@@ -2,9 +2,9 @@
 //! instant, ordered by time, and what it was computed from.
 //!
 //! Invariants, kept here rather than by every caller:
-//! - a schedule has at most one entry, and `at_of[uid] == at` exactly when
-//!   `(at, uid)` is in `by_time`;
-//! - `basis[uid]` is what the entry (or its absence) was computed from;
+//! - a schedule has at most one entry, and `of[uid].at == Some(at)` exactly
+//!   when `(at, uid)` is in `by_time`;
+//! - `of[uid].basis` is what the entry (or its absence) was computed from;
 //!   a schedule whose basis is unchanged needs no next-fire computation,
 //!   so run transitions (which leave it unchanged) cost nothing here.
 
@@ -33,8 +33,18 @@ impl Basis {
 #[derive(Default, Debug)]
 pub struct DueIndex {
     by_time: BTreeSet<(Millis, String)>,
-    at_of: HashMap<String, Millis>,
-    basis: HashMap<String, Basis>,
+    /// One map for both halves of a schedule's entry: two maps keyed by uid
+    /// held every uid twice more (~110 bytes per schedule on the leader).
+    of: HashMap<String, Of>,
+}
+
+/// What the index holds for one schedule.
+#[derive(Debug, Default)]
+struct Of {
+    /// Its listed instant, exactly when `(at, uid)` is in `by_time`.
+    at: Option<Millis>,
+    /// What that was computed from; `None` once invalidated.
+    basis: Option<Basis>,
 }
 
 impl DueIndex {
@@ -45,28 +55,43 @@ impl DueIndex {
 
     /// Whether `uid`'s entry was computed from `basis`.
     pub fn is_current(&self, uid: &str, basis: &Basis) -> bool {
-        self.basis.get(uid) == Some(basis)
+        self.of.get(uid).and_then(|o| o.basis.as_ref()) == Some(basis)
     }
 
     /// Replaces `uid`'s entry by `next` (none: nothing to claim), computed from `basis`.
     pub fn set(&mut self, uid: &str, basis: Basis, next: Option<Millis>) {
-        self.unlist(uid);
-        self.basis.insert(uid.to_string(), basis);
-        if let Some(at) = next {
-            self.list(at, uid.to_string());
+        if !self.of.contains_key(uid) {
+            // Only a new schedule allocates its uid here.
+            self.of.insert(uid.to_string(), Of::default());
+        }
+        let Some(of) = self.of.get_mut(uid) else {
+            return;
+        };
+        of.basis = Some(basis);
+        if of.at != next {
+            if let Some(at) = of.at.take() {
+                self.by_time.remove(&(at, uid.to_string()));
+            }
+            if let Some(at) = next {
+                of.at = Some(at);
+                self.by_time.insert((at, uid.to_string()));
+            }
         }
     }
 
     /// Removes `uid` altogether (the schedule was deleted).
     pub fn forget(&mut self, uid: &str) {
-        self.unlist(uid);
-        self.basis.remove(uid);
+        if let Some(Of { at: Some(at), .. }) = self.of.remove(uid) {
+            self.by_time.remove(&(at, uid.to_string()));
+        }
     }
 
     /// Makes the next [`is_current`](Self::is_current) of `uid` false, so its
     /// entry is computed again (its claim failed).
     pub fn invalidate(&mut self, uid: &str) {
-        self.basis.remove(uid);
+        if let Some(of) = self.of.get_mut(uid) {
+            of.basis = None;
+        }
     }
 
     /// Takes the earliest entry due at or before `horizon`. Its basis stays:
@@ -77,15 +102,20 @@ impl DueIndex {
             return None;
         }
         let (at, uid) = self.by_time.pop_first()?;
-        self.at_of.remove(&uid);
+        if let Some(of) = self.of.get_mut(&uid) {
+            of.at = None;
+        }
         Some((at, uid))
     }
 
     /// Puts back an entry taken by [`pop_due`](Self::pop_due) but not
     /// claimed (held back), to be considered on the next pass.
     pub fn put_back(&mut self, at: Millis, uid: String) {
-        self.unlist(&uid);
-        self.list(at, uid);
+        let of = self.of.entry(uid.clone()).or_default();
+        if let Some(old) = of.at.replace(at) {
+            self.by_time.remove(&(old, uid.clone()));
+        }
+        self.by_time.insert((at, uid));
     }
 
     #[cfg(test)]
@@ -96,17 +126,6 @@ impl DueIndex {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_time.is_empty()
-    }
-
-    fn list(&mut self, at: Millis, uid: String) {
-        self.at_of.insert(uid.clone(), at);
-        self.by_time.insert((at, uid));
-    }
-
-    fn unlist(&mut self, uid: &str) {
-        if let Some(at) = self.at_of.remove(uid) {
-            self.by_time.remove(&(at, uid.to_string()));
-        }
     }
 }
 

@@ -200,12 +200,12 @@ fn a_result_for_a_run_that_never_started_is_refused() {
 #[test]
 fn a_failed_attempt_is_retried_with_backoff_until_attempts_run_out() {
     let mut sp = spec("* * * * * *");
-    sp.retry = Some(RetryPolicy {
+    sp.retry = Some(Box::new(RetryPolicy {
         max_attempts: 2,
         initial_backoff_seconds: 1.0,
         jitter: 0.0,
         ..Default::default()
-    });
+    }));
     let mut s = State::default();
     upsert(&mut s, "job", "u1", 1, sp, T0);
     claim(&mut s, "u1", T0 + 1000, 1);
@@ -309,10 +309,10 @@ fn retry_delays_grow_are_capped_and_jitter_is_deterministic() {
 #[test]
 fn a_recorded_start_lost_with_its_leader_is_retried_and_counted_against_attempts() {
     let mut sp = spec("* * * * * *");
-    sp.retry = Some(RetryPolicy {
+    sp.retry = Some(Box::new(RetryPolicy {
         max_attempts: 2,
         ..Default::default()
-    });
+    }));
     let mut s = State::default();
     upsert(&mut s, "job", "u1", 1, sp, T0);
     claim(&mut s, "u1", T0 + 1000, 1);

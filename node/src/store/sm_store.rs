@@ -21,12 +21,10 @@ use futures::{Stream, TryStreamExt};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 
-use crate::raft::types::{
-    EntryResponder, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use crate::raft::types::{EntryResponder, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::sm::Response;
 use crate::store::feed::ChangeFeed;
-use crate::store::snapshot::{self, SmData, Snapshots};
+use crate::store::snapshot::{self, SmData, Snapshot, SnapshotData, Snapshots};
 
 struct Inner {
     data: RwLock<SmData>,

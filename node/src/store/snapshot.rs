@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::types::{LogId, SnapshotMeta, StoredMembership};
+use crate::raft::types::{LeaderId, LogId, Member, NodeId, SnapshotMeta, StoredMembership};
 use crate::sm::State;
 
 const MAGIC: &[u8; 8] = b"RCSNAP01";
@@ -38,6 +38,12 @@ const OLD_REDB: &str = "snapshot.redb";
 /// Read and write buffers: large enough that a 50 MB snapshot is a few
 /// hundred syscalls, small beside the state.
 const BUF: usize = 1 << 20;
+
+/// What openraft hands between the state machine, the network and the
+/// installer (since openraft 0.10 the state machine names it, not the type
+/// config).
+pub type SnapshotData = SnapshotFile;
+pub type Snapshot = openraft::Snapshot<LeaderId, NodeId, Member, SnapshotData>;
 
 /// Everything a snapshot holds.
 #[derive(Serialize, Deserialize, Default, Clone)]

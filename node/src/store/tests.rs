@@ -133,10 +133,7 @@ fn garbage_snapshot_bytes_are_an_error_not_a_panic() {
 }
 
 /// A store with entries 1..=n applied, and the snapshot built from them.
-async fn built_snapshot(
-    dir: &std::path::Path,
-    n: u64,
-) -> (StateMachineStore, crate::raft::types::Snapshot) {
+async fn built_snapshot(dir: &std::path::Path, n: u64) -> (StateMachineStore, snapshot::Snapshot) {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     let mut sm = StateMachineStore::open(dir, ChangeFeed::default()).unwrap();
     let stream = futures::stream::iter((1..=n).map(|i| Ok((entry(1, i), None))));
