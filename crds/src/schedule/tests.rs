@@ -582,3 +582,31 @@ fn instants_beyond_what_chrono_represents_give_none_not_a_panic() {
         Some(i64::MIN / 1000 * 1000)
     );
 }
+
+#[test]
+fn schedules_of_one_pattern_share_its_parse_and_errors_still_name_the_expression() {
+    let a = Schedule::parse("*/5 * * * *", Some("Europe/Berlin")).unwrap();
+    let b = Schedule::parse(" */5 * * * * ", None).unwrap();
+    match (&a.kind, &b.kind) {
+        (Kind::Cron(x), Kind::Cron(y)) => assert!(Arc::ptr_eq(x, y)),
+        other => panic!("{other:?}"),
+    }
+    // The shared parse changes no instant: each keeps its own zone.
+    let t = ms("2026-03-01T10:02:00Z");
+    assert_eq!(a.next_after(t), Some(ms("2026-03-01T10:05:00Z")));
+    assert_eq!(b.next_after(t), Some(ms("2026-03-01T10:05:00Z")));
+    let hourly = Schedule::parse("@hourly", None).unwrap();
+    let written = Schedule::parse("0 * * * *", None).unwrap();
+    match (&hourly.kind, &written.kind) {
+        (Kind::Cron(x), Kind::Cron(y)) => assert!(Arc::ptr_eq(x, y)),
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..2 {
+        match Schedule::parse("61 * * * *", None) {
+            Err(ScheduleError::InvalidCron { expression, .. }) => {
+                assert_eq!(expression, "61 * * * *")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
