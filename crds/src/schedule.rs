@@ -531,8 +531,6 @@ fn check_names(kind: FieldKind, field: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a 5- or 6-field pattern; `expression` is what the user wrote (it
-/// differs from `pattern` for nicknames) and goes into error messages.
 /// Patterns parsed before, at most this many (then forgotten at once, which
 /// is cheaper than tracking use; re-parsing costs microseconds).
 const PARSED_MAX: usize = 1024;
@@ -557,6 +555,8 @@ fn shared_cron(expression: &str, pattern: &str) -> Result<Arc<Cron>, ScheduleErr
     Ok(cron)
 }
 
+/// Parses a 5- or 6-field pattern; `expression` is what the user wrote (it
+/// differs from `pattern` for nicknames) and goes into error messages.
 fn parse_cron(expression: &str, pattern: &str) -> Result<Cron, ScheduleError> {
     let invalid = |reason: String| ScheduleError::InvalidCron {
         expression: expression.to_string(),

@@ -172,7 +172,12 @@ impl RaftService for RaftGrpc {
             if file.written() + data.len() as u64 > MAX_SNAPSHOT_BYTES {
                 return Err(Status::resource_exhausted("snapshot larger than 4 GiB"));
             }
-            file.write_data(&data).map_err(storage_status)?;
+            // Off the async workers, as the sender reads it: writing to a
+            // disk under writeback pressure can block.
+            file = tokio::task::spawn_blocking(move || file.write_data(&data).map(|()| file))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(storage_status)?;
             match stream.next().await {
                 Some(chunk) => data = chunk?.data,
                 None => break,

@@ -151,47 +151,58 @@ impl SnapshotFile {
         Ok(BufReader::with_capacity(BUF, f.take(self.data_len)))
     }
 
-    /// The state it holds, checked against the file's CRC.
+    /// The state it holds, checked against the file's CRC in the same pass
+    /// that decodes it (a second read of the file doubled a restart's I/O):
+    /// a disk that returns different bytes than were written is refused,
+    /// not loaded.
     fn decode(mut self) -> io::Result<SmData> {
         if let Some(d) = self.decoded.take() {
             return Ok(*d);
         }
-        self.verify_crc()?;
-        decode_from(self.data_reader()?)
-    }
-
-    /// Reads the whole file once more for its checksum: a disk that
-    /// returns different bytes than were written is refused, not loaded.
-    fn verify_crc(&self) -> io::Result<()> {
         let mut f = self.file.try_clone()?;
         f.seek(SeekFrom::Start(0))?;
-        let mut body = BufReader::with_capacity(BUF, f.take(self.data_at + self.data_len));
-        let mut h = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = body.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let mut f = body.into_inner().into_inner();
+        let mut body = Summed::new(BufReader::with_capacity(
+            BUF,
+            f.take(self.data_at + self.data_len),
+        ));
+        io::copy(&mut (&mut body).take(self.data_at), &mut io::sink())?;
+        let decoded = decode_from(&mut body);
+        // Whatever the decoder left (nothing, in a sound file) counts too.
+        io::copy(&mut body, &mut io::sink())?;
+        let Summed { inner, crc } = body;
         let mut stored = [0u8; 4];
-        f.read_exact(&mut stored)?;
-        if h.finalize() != u32::from_be_bytes(stored) {
+        inner.into_inner().into_inner().read_exact(&mut stored)?;
+        if crc.finalize() != u32::from_be_bytes(stored) {
             return Err(invalid(format!(
                 "{} fails its checksum; move it away to recover this node from the leader",
                 self.path.display()
             )));
         }
-        Ok(())
+        decoded
     }
 }
 
-/// A writer that keeps the CRC of what went through it.
-struct Summed<W: Write> {
-    inner: W,
+/// A reader or writer that keeps the CRC of what went through it.
+struct Summed<T> {
+    inner: T,
     crc: crc32fast::Hasher,
+}
+
+impl<T> Summed<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for Summed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 impl<W: Write> Write for Summed<W> {
@@ -205,27 +216,43 @@ impl<W: Write> Write for Summed<W> {
     }
 }
 
-/// A snapshot file being written: the header first, then the data.
+/// A snapshot file being written: the header first, then the data. One
+/// dropped before [`finish`](Self::finish) (a transfer refused or cut
+/// off) is removed, not left to the next start: it can be gigabytes.
 pub struct Writing {
     out: Summed<BufWriter<File>>,
-    path: PathBuf,
+    path: Unfinished,
     written: u64,
+}
+
+/// The path of a file being written, removed when dropped unless kept.
+struct Unfinished(PathBuf);
+
+impl Unfinished {
+    fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
 }
 
 impl Writing {
     fn create(path: PathBuf, meta: &SnapshotMeta) -> io::Result<Self> {
         let file = File::create(&path)?;
-        let mut out = Summed {
-            inner: BufWriter::with_capacity(BUF, file),
-            crc: crc32fast::Hasher::new(),
-        };
+        let mut out = Summed::new(BufWriter::with_capacity(BUF, file));
         let meta = rmp_serde::to_vec_named(meta).map_err(io::Error::other)?;
         out.write_all(MAGIC)?;
         out.write_all(&(meta.len() as u32).to_be_bytes())?;
         out.write_all(&meta)?;
         Ok(Self {
             out,
-            path,
+            path: Unfinished(path),
             written: 0,
         })
     }
@@ -247,7 +274,7 @@ impl Writing {
         let mut file = inner.into_inner().map_err(|e| e.into_error())?;
         file.write_all(&crc.finalize().to_be_bytes())?;
         file.sync_all()?;
-        Ok(self.path)
+        Ok(self.path.keep())
     }
 }
 

@@ -211,6 +211,11 @@ async fn a_received_snapshot_is_checked_and_a_malformed_one_leaves_no_file() {
         v
     };
     assert!(files().is_empty(), "{:?}", files());
+    // A transfer cut off before its end leaves nothing behind either.
+    let mut w = sm.snapshots().receive(&snap.meta).unwrap();
+    w.write_data(&data[..10]).unwrap();
+    drop(w);
+    assert!(files().is_empty(), "{:?}", files());
 
     let mut w = sm.snapshots().receive(&snap.meta).unwrap();
     for part in data.chunks(7) {
