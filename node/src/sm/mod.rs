@@ -197,6 +197,25 @@ pub struct EndedJob {
 }
 
 impl State {
+    /// A state from the parts of a snapshot decoded apart (schedules in
+    /// key order, as a snapshot holds them); [`Self::reindex`] follows.
+    pub fn from_parts(
+        cluster_id: Option<String>,
+        schedules: Vec<(Key, Arc<ScheduleRecord>)>,
+        leases: leases::Leases,
+        ended_jobs: VecDeque<EndedJob>,
+    ) -> Self {
+        Self {
+            cluster_id,
+            // Already sorted, so this builds the tree in one pass.
+            schedules: schedules.into_iter().collect(),
+            leases,
+            ended_jobs,
+            by_uid: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
     /// Rebuilds the derived index after deserializing a snapshot.
     pub fn reindex(&mut self) {
         self.by_uid = self

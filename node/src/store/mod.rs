@@ -4,6 +4,7 @@
 
 pub mod feed;
 pub mod log_store;
+mod msgpack;
 pub mod sm_store;
 pub mod snapshot;
 #[cfg(test)]
