@@ -196,7 +196,63 @@ pub struct EndedJob {
     pub at: Millis,
 }
 
+/// What a snapshot holds of the state, taken under the read lock without
+/// copying the state: the records by pointer, in key order (a clone of the
+/// state copied every key and the whole uid index, ~300 MB at 1,000,000
+/// schedules, while applying waited). Encodes exactly as [`State`] does.
+pub struct StateView {
+    cluster_id: Option<String>,
+    records: Vec<Arc<ScheduleRecord>>,
+    leases: leases::Leases,
+    ended_jobs: VecDeque<EndedJob>,
+}
+
+impl Serialize for StateView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // The derive of `State`: its serialized fields, in their order.
+        let mut st = s.serialize_struct("State", 4)?;
+        st.serialize_field("cluster_id", &self.cluster_id)?;
+        st.serialize_field("schedules", &RecordsByKey(&self.records))?;
+        st.serialize_field("leases", &self.leases)?;
+        st.serialize_field("ended_jobs", &self.ended_jobs)?;
+        st.end()
+    }
+}
+
+/// Records in key order, as the map `State::schedules` serializes to.
+struct RecordsByKey<'a>(&'a [Arc<ScheduleRecord>]);
+
+impl Serialize for RecordsByKey<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// [`Key`] borrowed from its record; serializes as `Key` does.
+        #[derive(Serialize)]
+        #[serde(rename = "Key")]
+        struct KeyOf<'a> {
+            namespace: &'a str,
+            name: &'a str,
+        }
+        s.collect_map(self.0.iter().map(|r| {
+            let key = KeyOf {
+                namespace: &r.namespace,
+                name: &r.name,
+            };
+            (key, r)
+        }))
+    }
+}
+
 impl State {
+    /// What a snapshot of this state holds, without copying the state.
+    pub fn view(&self) -> StateView {
+        StateView {
+            cluster_id: self.cluster_id.clone(),
+            records: self.schedules.values().cloned().collect(),
+            leases: self.leases.clone(),
+            ended_jobs: self.ended_jobs.clone(),
+        }
+    }
+
     /// A state from the parts of a snapshot decoded apart (schedules in
     /// key order, as a snapshot holds them); [`Self::reindex`] follows.
     pub fn from_parts(
@@ -218,11 +274,10 @@ impl State {
 
     /// Rebuilds the derived index after deserializing a snapshot.
     pub fn reindex(&mut self) {
-        self.by_uid = self
-            .schedules
-            .values()
-            .map(|s| (s.uid.clone(), s.key()))
-            .collect();
+        // Sized once: grown by doubling it rehashes ~2 million entries more.
+        let mut by_uid = HashMap::with_capacity(self.schedules.len());
+        by_uid.extend(self.schedules.values().map(|s| (s.uid.clone(), s.key())));
+        self.by_uid = by_uid;
     }
 
     pub fn len(&self) -> usize {

@@ -87,9 +87,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Schedules are behind `Arc`s, so the copy is pointer-cheap and the
-        // apply path waits only for the copy, not for the encoding.
-        let data = self.store.read().clone();
+        // Schedules are behind `Arc`s, so the view is a pointer a schedule
+        // and the apply path waits only for it, not for the encoding.
+        let data = self.store.read().view();
         let meta = SnapshotMeta {
             last_log_id: data.last_applied,
             last_membership: data.last_membership.clone(),

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::types::{LeaderId, LogId, Member, NodeId, SnapshotMeta, StoredMembership};
-use crate::sm::State;
+use crate::sm::{State, StateView};
 use crate::store::msgpack;
 
 const MAGIC: &[u8; 8] = b"RCSNAP01";
@@ -52,6 +52,27 @@ pub struct SmData {
     pub last_applied: Option<LogId>,
     pub last_membership: StoredMembership,
     pub state: State,
+}
+
+/// What a snapshot is encoded from: [`SmData`] with the state as a view
+/// ([`StateView`]), taken under the read lock. Encodes exactly as
+/// `SmData` does.
+#[derive(Serialize)]
+#[serde(rename = "SmData")]
+pub struct SmView {
+    pub last_applied: Option<LogId>,
+    pub last_membership: StoredMembership,
+    pub state: StateView,
+}
+
+impl SmData {
+    pub fn view(&self) -> SmView {
+        SmView {
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            state: self.state.view(),
+        }
+    }
 }
 
 /// Decodes a snapshot's data part. A snapshot from a peer must never panic
@@ -494,7 +515,7 @@ impl Snapshots {
 
     /// Encodes `data` into a new snapshot file and puts it in place unless a
     /// newer one got there first. Returns the file now in place.
-    pub fn write(&self, meta: &SnapshotMeta, data: &SmData) -> io::Result<SnapshotFile> {
+    pub fn write(&self, meta: &SnapshotMeta, data: &impl Serialize) -> io::Result<SnapshotFile> {
         let mut w = Writing::create(self.temp(BUILDING), meta)?;
         rmp_serde::encode::write_named(&mut DataSink(&mut w), data).map_err(io::Error::other)?;
         let tmp = w.finish()?;
