@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::types::{LeaderId, LogId, Member, NodeId, SnapshotMeta, StoredMembership};
-use crate::sm::{State, StateView};
+use crate::sm::{Key, ScheduleRecord, State, StateView};
 use crate::store::msgpack;
 
 const MAGIC: &[u8; 8] = b"RCSNAP01";
@@ -141,12 +141,12 @@ fn decode_state(c: &mut msgpack::Cursor<'_>, parts: usize) -> Option<State> {
     ))
 }
 
+/// Schedules with their keys, in key order.
+type Schedules = Vec<(Key, Arc<ScheduleRecord>)>;
+
 /// The map of schedules: walked once to find where each part starts, then
 /// the parts decoded at once, in key order.
-fn decode_schedules(
-    c: &mut msgpack::Cursor<'_>,
-    parts: usize,
-) -> Option<Vec<(crate::sm::Key, Arc<crate::sm::ScheduleRecord>)>> {
+fn decode_schedules(c: &mut msgpack::Cursor<'_>, parts: usize) -> Option<Schedules> {
     let n = c.map_len()?;
     let per = n.div_ceil(parts.clamp(1, n.div_ceil(PART_MIN).max(1)));
     let mut runs = Vec::new();
@@ -161,7 +161,7 @@ fn decode_schedules(
         runs.push((c.slice_from(start), count));
         left -= count;
     }
-    let decoded: Vec<Option<Vec<_>>> = std::thread::scope(|s| {
+    let decoded: Vec<Option<Schedules>> = std::thread::scope(|s| {
         let handles: Vec<_> = runs
             .iter()
             .map(|&(bytes, count)| s.spawn(move || decode_run(bytes, count)))
@@ -176,10 +176,7 @@ fn decode_schedules(
 }
 
 /// `count` pairs of key and schedule, back to back.
-fn decode_run(
-    bytes: &[u8],
-    count: usize,
-) -> Option<Vec<(crate::sm::Key, Arc<crate::sm::ScheduleRecord>)>> {
+fn decode_run(bytes: &[u8], count: usize) -> Option<Schedules> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
@@ -275,29 +272,14 @@ impl SnapshotFile {
         Ok(BufReader::with_capacity(BUF, f.take(self.data_len)))
     }
 
-    /// The state it holds (decoded already when received from a peer).
+    /// The state it holds (decoded already when received from a peer),
+    /// after checking the file against its CRC: a disk that returns
+    /// different bytes than were written is refused, not loaded.
     fn decode(mut self) -> io::Result<SmData> {
-        match self.decoded.take() {
-            Some(d) => Ok(*d),
-            None => self.decode_mapped(),
+        if let Some(d) = self.decoded.take() {
+            return Ok(*d);
         }
-    }
-
-    /// Decodes the file mapped into memory, after checking it against its
-    /// CRC: a disk that returns different bytes than were written is
-    /// refused, not loaded. Mapped rather than read: decoding from memory
-    /// borrows each string where decoding from a reader copies it through
-    /// a buffer (rmp's `read_to_end` per string and the buffered reads were
-    /// a sixth of a restart's CPU), and the pages are the page cache's,
-    /// given back when the map is dropped, not heap.
-    fn decode_mapped(&self) -> io::Result<SmData> {
-        // SAFETY: the map is read-only and dropped before this returns; the
-        // file is this node's own, written once under a temporary name and
-        // never modified after (replacing it renames another file over it,
-        // which leaves this one's pages as they were).
-        let map = unsafe { memmap2::Mmap::map(&self.file)? };
-        #[cfg(unix)]
-        let _ = map.advise(memmap2::Advice::Sequential);
+        let map = self.map()?;
         let end = (self.data_at + self.data_len) as usize;
         let stored = map
             .get(end..end + 4)
@@ -308,7 +290,31 @@ impl SnapshotFile {
                 self.path.display()
             )));
         }
-        decode(&map[self.data_at as usize..end])
+        decode(self.data_of(&map)?)
+    }
+
+    /// The file mapped into memory, for decoding. Mapped rather than read:
+    /// decoding from memory borrows each string where decoding from a
+    /// reader copies it through a buffer (rmp's `read_to_end` per string
+    /// and the buffered reads were a sixth of a restart's CPU), and the
+    /// pages are the page cache's, given back when the map is dropped, not
+    /// heap. (A file just received is not summed again: its CRC was
+    /// computed from the same bytes as they were written.)
+    fn map(&self) -> io::Result<memmap2::Mmap> {
+        // SAFETY: the map is read-only and dropped by the caller before it
+        // returns; the file is this node's own, written once under a
+        // temporary name and never modified after (replacing it renames
+        // another file over it, which leaves this one's pages as they were).
+        let map = unsafe { memmap2::Mmap::map(&self.file)? };
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(map)
+    }
+
+    /// The data part of a mapped file.
+    fn data_of<'m>(&self, map: &'m memmap2::Mmap) -> io::Result<&'m [u8]> {
+        map.get(self.data_at as usize..(self.data_at + self.data_len) as usize)
+            .ok_or_else(|| invalid(format!("{} is truncated", self.path.display())))
     }
 }
 
@@ -539,7 +545,8 @@ impl Snapshots {
             let _ = fs::remove_file(&path);
         })?;
         f.pending = true;
-        f.decoded = Some(Box::new(f.decode_mapped()?));
+        let decoded = decode(f.data_of(&f.map()?)?)?;
+        f.decoded = Some(Box::new(decoded));
         Ok(f)
     }
 
